@@ -1,0 +1,108 @@
+"""The plugin's HTTP API (Flask): Plugin.Activate, AuthZPlugin.AuthZReq, AuthZPlugin.AuthZRes.
+
+Every path out of a handler answers HTTP 200 with a JSON decision. Anything that goes
+wrong is a deny with the reason; nothing is ever answered as an allow by default.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask, Response, json, request
+
+from authz import audit
+from authz.decision import (Decision, decide_request, decide_response, new_decision_id,
+                            refusal)
+from authz.decoding.errors import RequestRefused
+from authz.policy.engine import Policy, Violation
+from authz.protocol import (IMPLEMENTS, REQUEST_PHASE, RESPONSE_PHASE, AuthzRequest,
+                            ProtocolError, answer, parse_call)
+
+
+@dataclass
+class AppConfig:
+    policy_dir: Path
+    log_file: Path | None = None
+    docker_host: str | None = "unix:///var/run/docker.sock"
+
+
+def _json(payload: dict) -> Response:
+    # dockerd reads the body whatever the type; say JSON anyway.
+    return Response(json.dumps(payload), status=200, mimetype="application/json")
+
+
+def _load_trust(config: AppConfig):
+    """Image trust, when the policy directory has a trust policy."""
+    if not (config.policy_dir / "trust.yaml").is_file():
+        return None
+    from authz.trust import ImageTrust
+
+    return ImageTrust.load(config.policy_dir, config.docker_host)
+
+
+def create_app(config: AppConfig) -> Flask:
+    policy = Policy.load(config.policy_dir)
+    trust = _load_trust(config)
+    log = audit.make_logger(config.log_file)
+    warnings = list(policy.warnings)
+    if trust is not None:
+        warnings += trust.startup_warnings()
+
+    app = Flask("pyauthz")
+    app.config["PYAUTHZ_REVISION"] = policy.revision
+    app.config["PYAUTHZ_WARNINGS"] = warnings
+    app.config["PYAUTHZ_POLICY"] = policy
+
+    def handle(phase: str) -> Response:
+        raw = request.get_data(cache=False)
+        try:
+            call = parse_call(raw, phase)
+        except ProtocolError as exc:
+            call = AuthzRequest(phase=phase)
+            decision = Decision(id=new_decision_id(), phase=phase, allow=False)
+            decision.violations = [refusal(RequestRefused("protocol", str(exc),
+                                                          "Report this to the pyauthz maintainers."))]
+        else:
+            try:
+                if phase == REQUEST_PHASE:
+                    decision = decide_request(call, policy, trust)
+                else:
+                    decision = decide_response(call)
+            except Exception as exc:  # noqa: BLE001 - fail closed, whatever it was
+                decision = Decision(id=new_decision_id(), phase=phase, allow=False)
+                decision.violations = [Violation(
+                    "internal-error", f"{type(exc).__name__}: {str(exc)[:300]}",
+                    "The plugin failed while deciding; it denies rather than guess.",
+                    "Report the decision id to the pyauthz maintainers.")]
+                app.logger.error("decision %s failed:\n%s", decision.id, traceback.format_exc())
+        event = audit.decision_event(call, decision, policy.revision)
+        try:
+            log.info("decision", **event)
+        except Exception:  # noqa: BLE001
+            # A decision that cannot be logged is not made: auditors must see every one.
+            app.logger.error("cannot write the decision log:\n%s", traceback.format_exc())
+            return _json(answer(False, "pyauthz: the decision log cannot be written; denying"))
+        return _json(answer(decision.allow, decision.message(policy.revision)))
+
+    @app.post("/Plugin.Activate")
+    def activate() -> Response:
+        return _json(IMPLEMENTS)
+
+    @app.post("/AuthZPlugin.AuthZReq")
+    def authz_request() -> Response:
+        return handle(REQUEST_PHASE)
+
+    @app.post("/AuthZPlugin.AuthZRes")
+    def authz_response() -> Response:
+        return handle(RESPONSE_PHASE)
+
+    @app.errorhandler(Exception)
+    def on_error(exc: Exception) -> Response:
+        # Unknown plugin paths (404/405) and anything else: never an allow.
+        code = getattr(exc, "code", 500)
+        return Response(json.dumps(answer(False, f"pyauthz: {exc}")), status=code if
+                        isinstance(code, int) else 500, mimetype="application/json")
+
+    return app

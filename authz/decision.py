@@ -1,0 +1,125 @@
+"""From a decoded request to a decision: policy violations, request-level refusals and
+image trust, all gathered so that a deny lists every reason at once."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from authz.decoding import Decoded, RequestRefused, Target, decode
+from authz.decoding.facts import Fact
+from authz.policy.engine import Exemption, Policy, Violation
+from authz.protocol import REQUEST_PHASE, AuthzRequest
+
+ANONYMOUS = "anonymous"
+
+_REFUSAL_MESSAGES = {
+    "request-uri": "The request target cannot be read exactly as dockerd routes it.",
+    "request-body-missing": "The plugin must see this request's body to judge it, and dockerd "
+                            "did not forward it.",
+    "request-body-invalid": "The body cannot be read exactly as dockerd will decode it.",
+    "request-ambiguous": "The body says the same thing twice; dockerd and the plugin could read "
+                         "it differently.",
+    "request-form-body": "dockerd reads form bodies as query values without showing them to the "
+                         "plugin.",
+    "protocol": "dockerd's call to the plugin could not be read.",
+    "internal-error": "The plugin failed while deciding; it denies rather than guess.",
+}
+
+
+class TrustChecker(Protocol):
+    def check_pull(self, reference: str): ...
+    def check_run(self, reference: str): ...
+
+
+@dataclass
+class Decision:
+    id: str
+    phase: str
+    allow: bool
+    endpoint: str = "invalid"
+    target: Target | None = None
+    violations: list[Violation] = field(default_factory=list)
+    audits: list[Violation] = field(default_factory=list)
+    exemptions: list[Exemption] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    def message(self, revision: str) -> str:
+        if self.allow:
+            return ""
+        count = len(self.violations)
+        head = (f"pyauthz denied {self.endpoint} (decision {self.id}, policy {revision[:12]}): "
+                f"{count} violation{'s' if count != 1 else ''}")
+        lines = [head]
+        for v in self.violations:
+            lines.append(f"[{v.rule}] found {v.found}. {v.message} Fix: {v.fix}")
+        return "\n".join(lines)
+
+
+def new_decision_id() -> str:
+    return os.urandom(8).hex()
+
+
+def refusal(exc: RequestRefused) -> Violation:
+    return Violation(exc.rule, exc.found, _REFUSAL_MESSAGES.get(exc.rule, ""), exc.fix)
+
+
+def subject_of(call: AuthzRequest) -> str:
+    return call.user or ANONYMOUS
+
+
+def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | None) -> Decision:
+    started = time.perf_counter()
+    decision = Decision(id=new_decision_id(), phase=REQUEST_PHASE, allow=False)
+    try:
+        target, decoded = decode(call)
+        decision.target = target
+        decision.endpoint = decoded.endpoint
+        _evaluate(decision, decoded, subject_of(call), policy, trust)
+    except RequestRefused as exc:
+        decision.violations = [refusal(exc)]
+    decision.allow = not decision.violations
+    decision.duration_ms = (time.perf_counter() - started) * 1000
+    return decision
+
+
+def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy,
+              trust: TrustChecker | None) -> None:
+    image = (decoded.runs or decoded.pulls or [""])[0]
+    evaluation = policy.evaluate(subject, decoded.endpoint, image, decoded.facts)
+    for violation in evaluation.violations:
+        (decision.violations if violation.effect == "deny" else decision.audits).append(violation)
+    decision.exemptions = list(evaluation.exemptions)
+    decision.facts = list(evaluation.matched_facts)
+    decision.facts += [f for f in decoded.facts if f.kind == "image"]
+    if trust is None:
+        return
+    checks = [(ref, trust.check_pull) for ref in decoded.pulls]
+    checks += [(ref, trust.check_run) for ref in decoded.runs]
+    for reference, check in checks:
+        result = check(reference)
+        decision.images.append(result.log_fields())
+        if not result.allowed:
+            decision.violations.append(Violation(result.rule, result.found,
+                                                 "Only images signed by a trusted key may run.",
+                                                 result.fix))
+
+
+def decide_response(call: AuthzRequest) -> Decision:
+    """The response phase records what happened to an allowed request. It cannot undo it
+    (the container exists by now), so it allows; only an unreadable call is denied."""
+    started = time.perf_counter()
+    decision = Decision(id=new_decision_id(), phase=call.phase, allow=True)
+    try:
+        target, decoded = decode(call)
+        decision.target = target
+        decision.endpoint = decoded.endpoint
+    except RequestRefused as exc:
+        decision.endpoint = "invalid"
+        decision.facts = [Fact("request", exc.rule, "uri", exc.found)]
+    decision.duration_ms = (time.perf_counter() - started) * 1000
+    return decision

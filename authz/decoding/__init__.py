@@ -1,0 +1,47 @@
+"""Request decoding: the one place that knows the Docker API.
+
+``decode(call)`` turns dockerd's AuthZReq into a ``Decoded``: the canonical endpoint and
+the facts the policy is asked about, or raises ``RequestRefused`` when the request cannot
+be read exactly as dockerd will act on it.
+"""
+
+from __future__ import annotations
+
+from authz.decoding.endpoints import READ_METHODS, Body, Decoded, decode_target
+from authz.decoding.errors import RequestRefused
+from authz.decoding.facts import Fact
+from authz.decoding.uri import Target, parse_target
+from authz.protocol import AuthzRequest
+
+__all__ = ["Decoded", "Fact", "RequestRefused", "Target", "decode", "media_type"]
+
+# Go's ParseForm reads these bodies into the values handlers read as query parameters
+# (r.FormValue also reads multipart forms); dockerd never forwards them to the plugin.
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type value as Go's ``mime.ParseMediaType`` yields it."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _maybe_hidden_body(call: AuthzRequest) -> bool:
+    if call.body:
+        return False
+    length = call.headers.get("Content-Length")
+    return length is None or length.strip() != "0"
+
+
+def decode(call: AuthzRequest) -> tuple[Target, Decoded]:
+    target = parse_target(call.method, call.uri)
+    if target.method not in READ_METHODS:
+        kind = media_type(call.headers.get("Content-Type", ""))
+        if kind in _FORM_TYPES:
+            raise RequestRefused(
+                "request-form-body",
+                f"a {kind} body on {target.method} {target.path[:200]}: dockerd merges it "
+                "into the query values, and does not show it to the plugin",
+                "Send parameters in the URI query (and JSON bodies as application/json).",
+            )
+    body = Body(call.body, _maybe_hidden_body(call))
+    return target, decode_target(target, body)

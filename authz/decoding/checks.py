@@ -1,0 +1,315 @@
+"""One small, named check per risk, each reading one part of a container's configuration
+the way dockerd reads it and returning facts (after kubernetes' pod-security-admission
+``policy/check_*.go``).
+
+A check never decides: it reports what the request asks for (``capability=SYS_ADMIN``),
+and the policy says whether that is allowed, for whom, on which image.
+
+The same checks serve container create (``HostConfig``), the legacy HostConfig body of
+container start, container update (``Resources``) and swarm services (``ContainerSpec``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from typing import Any, Callable, Iterable, Iterator
+
+from authz.decoding.errors import RequestRefused
+from authz.decoding.facts import Fact
+from authz.decoding.gojson import (GoObject, get_bool, get_list, get_map, get_obj, get_str,
+                                   get_strings)
+
+# ---------------------------------------------------------------------------------------
+# Shared normalizers
+
+
+def normalize_capability(name: str) -> str:
+    """As moby's ``NormalizeLegacyCapabilities``: upper-cased, without ``CAP_``; ``ALL``."""
+    upper = name.upper()
+    if upper == "ALL":
+        return "ALL"
+    return upper[4:] if upper.startswith("CAP_") else upper
+
+
+def host_paths(raw: str) -> list[str]:
+    """A host path as the kernel will see it: lexically cleaned, and also with symlinks
+    resolved on this host (``/tmp/link -> /etc`` binds ``/etc``). Both are returned when
+    they differ; rules match either."""
+    cleaned = posixpath.normpath(raw)
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    paths = [cleaned]
+    try:
+        resolved = os.path.realpath(cleaned)
+    except (OSError, ValueError):
+        resolved = cleaned
+    if resolved != cleaned:
+        paths.append(resolved)
+    return paths
+
+
+def _host_path_facts(kind: str, raw: str, where: str, detail: str = "") -> list[Fact]:
+    return [Fact(kind, p, where, detail if p == raw else (detail or f"from {raw!r}"))
+            for p in host_paths(raw)]
+
+
+def _p(where: str) -> str:
+    """``where`` as a prefix: ``HostConfig.`` or nothing at the top level."""
+    return f"{where}." if where else ""
+
+
+def _namespace(kind: str, mode: str, where: str) -> list[Fact]:
+    lowered = mode.lower()
+    if lowered == "host":
+        return [Fact(kind, "host", where)]
+    if lowered.startswith("container:"):
+        return [Fact(kind, "container", where, f"joins {mode[10:]!r}")]
+    return []
+
+
+# Volume options of the ``local`` driver that make a "volume" a mount of the host.
+_OVERLAY_DIR_OPTIONS = ("lowerdir", "upperdir", "workdir")
+
+
+def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list[Fact]:
+    """A volume of the ``local`` driver is ``mount -t TYPE -o O DEVICE``: with ``o=bind`` it
+    is a bind mount of ``device`` in disguise, an overlay names host directories in ``o``,
+    and a ``/dev/...`` device mounts a host block device."""
+    if driver not in ("", "local"):
+        return []
+    facts: list[Fact] = []
+    device = options.get("device")
+    mount_opts = options.get("o")
+    fstype = options.get("type")
+    words = [w.strip() for w in mount_opts.split(",")] if isinstance(mount_opts, str) else []
+    is_bind = any(w in ("bind", "rbind") for w in words)
+    if isinstance(device, str) and device:
+        if is_bind:
+            facts += _host_path_facts("host-path", device, f"{_p(where)}device", "local volume o=bind")
+        elif device.startswith("/dev/"):
+            facts.append(Fact("device", device, f"{_p(where)}device", f"mounted as {fstype or 'a filesystem'}"))
+    for word in words:
+        key, sep, value = word.partition("=")
+        if sep and key in _OVERLAY_DIR_OPTIONS:
+            for part in value.split(":"):
+                if part:
+                    facts += _host_path_facts("host-path", part, f"{_p(where)}o", f"overlay {key}")
+    for word in words:
+        if word in ("shared", "rshared"):
+            facts.append(Fact("mount-propagation", word, f"{_p(where)}o"))
+    return facts
+
+
+# ---------------------------------------------------------------------------------------
+# Checks on a container's HostConfig. Each takes the HostConfig object (Go semantics) and
+# the path of that object in the request, and yields facts.
+
+Check = Callable[[GoObject, str], Iterable[Fact]]
+
+
+def check_privileged(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--privileged``: every capability, every device, no seccomp/AppArmor/masking."""
+    if get_bool(hc, "Privileged", where):
+        yield Fact("privileged", "true", f"{_p(where)}Privileged")
+
+
+def check_host_namespaces(hc: GoObject, where: str) -> Iterator[Fact]:
+    """Host namespaces (``--network host`` ...) and joining another container's."""
+    for field, kind in (("NetworkMode", "namespace.network"), ("PidMode", "namespace.pid"),
+                        ("IpcMode", "namespace.ipc"), ("UTSMode", "namespace.uts"),
+                        ("UsernsMode", "namespace.userns"), ("CgroupnsMode", "namespace.cgroup"),
+                        ("Cgroup", "namespace.cgroup")):
+        yield from _namespace(kind, get_str(hc, field, where), f"{_p(where)}{field}")
+
+
+def check_capabilities(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--cap-add`` (a string or a list: moby's StrSlice) and the full ``Capabilities``
+    set (API 1.40+, replaces the default set)."""
+    for field in ("CapAdd", "Capabilities"):
+        for i, cap in enumerate(get_strings(hc, field, where, strslice=field == "CapAdd") or ()):
+            yield Fact("capability", normalize_capability(cap), f"{_p(where)}{field}[{i}]")
+
+
+def check_devices(hc: GoObject, where: str) -> Iterator[Fact]:
+    """Host devices, device cgroup rules and device requests (``--gpus``)."""
+    for i, device in enumerate(get_list(hc, "Devices", where) or ()):
+        at = f"{_p(where)}Devices[{i}]"
+        if isinstance(device, str):
+            raise RequestRefused("request-body-invalid", f"{at} is a string, expected an object",
+                                 "Send Devices as objects with PathOnHost.")
+        if not isinstance(device, GoObject):
+            raise RequestRefused("request-body-invalid", f"{at} is not an object",
+                                 "Send Devices as objects with PathOnHost.")
+        path = get_str(device, "PathOnHost", at)
+        yield Fact("device", path or "(empty)", f"{at}.PathOnHost")
+    for i, rule in enumerate(get_strings(hc, "DeviceCgroupRules", where) or ()):
+        yield Fact("device", f"cgroup-rule:{rule}", f"{_p(where)}DeviceCgroupRules[{i}]")
+    for i, request in enumerate(get_list(hc, "DeviceRequests", where) or ()):
+        at = f"{_p(where)}DeviceRequests[{i}]"
+        if not isinstance(request, GoObject):
+            raise RequestRefused("request-body-invalid", f"{at} is not an object",
+                                 "Send DeviceRequests as objects.")
+        driver = get_str(request, "Driver", at) or "default"
+        yield Fact("device", f"request:{driver}", at)
+
+
+def parse_bind(spec: str) -> tuple[str | None, list[str]]:
+    """moby's Linux ``Binds`` parser: ``[src:]dst[:mode]``; ``src`` is a host path when
+    absolute (else a volume name). Returns (host source or None, mode words)."""
+    parts = spec.split(":")
+    if len(parts) > 3:
+        raise RequestRefused("request-body-invalid", f"bind {spec!r} has too many ':'",
+                             "Use src:dst[:options].")
+    if len(parts) == 1:
+        return None, []
+    source = parts[0]
+    modes = parts[2].split(",") if len(parts) == 3 else []
+    return (source if source.startswith("/") else None), modes
+
+
+def check_binds(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``-v /host:/ctr[:opts]``: host paths and their propagation."""
+    for i, spec in enumerate(get_strings(hc, "Binds", where) or ()):
+        at = f"{_p(where)}Binds[{i}]"
+        source, modes = parse_bind(spec)
+        if source is not None:
+            yield from _host_path_facts("host-path", source, at)
+        for mode in modes:
+            if mode in ("shared", "rshared", "slave", "rslave"):
+                yield Fact("mount-propagation", mode, at)
+
+
+def mount_facts(mount: Any, at: str) -> Iterator[Fact]:
+    """One ``--mount``: a bind of a host path, or a volume whose driver options bind."""
+    if not isinstance(mount, GoObject):
+        raise RequestRefused("request-body-invalid", f"{at} is not an object",
+                             "Send Mounts as objects.")
+    kind = get_str(mount, "Type", at).lower()
+    source = get_str(mount, "Source", at)
+    if kind == "bind":
+        if source:
+            yield from _host_path_facts("host-path", source, f"{at}.Source")
+        else:
+            yield Fact("host-path", "(empty)", f"{at}.Source", "bind mount without a source")
+        options = get_obj(mount, "BindOptions", at)
+        propagation = get_str(options, "Propagation", f"{at}.BindOptions")
+        if propagation:
+            yield Fact("mount-propagation", propagation.lower(), f"{at}.BindOptions.Propagation")
+    elif kind == "volume":
+        options = get_obj(mount, "VolumeOptions", at)
+        driver = get_obj(options, "DriverConfig", f"{at}.VolumeOptions")
+        where = f"{at}.VolumeOptions.DriverConfig"
+        yield from local_volume_facts(get_str(driver, "Name", where),
+                                      get_map(driver, "Options", where), f"{_p(where)}Options")
+    elif kind not in ("tmpfs", "npipe", "cluster", ""):
+        yield Fact("mount-type", kind, f"{at}.Type")
+
+
+def check_mounts(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--mount``: ``type=bind`` sources, propagation, and local volumes that bind."""
+    for i, mount in enumerate(get_list(hc, "Mounts", where) or ()):
+        yield from mount_facts(mount, f"{_p(where)}Mounts[{i}]")
+
+
+_UNCONFINED_SECCOMP_ACTIONS = {"SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE",
+                               "SCMP_ACT_NOTIFY"}
+
+
+def seccomp_value(profile: str) -> str:
+    """``unconfined``, or ``custom`` for a JSON profile; a profile whose default action lets
+    every syscall through counts as unconfined."""
+    if profile.lower() == "unconfined":
+        return "unconfined"
+    try:
+        doc = json.loads(profile)
+    except ValueError:
+        return "custom"
+    action = doc.get("defaultAction") if isinstance(doc, dict) else None
+    if isinstance(action, str) and action.upper() in _UNCONFINED_SECCOMP_ACTIONS:
+        return "unconfined"
+    return "custom"
+
+
+def check_security_opt(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--security-opt`` as dockerd's ``parseSecurityOpt`` reads it: ``k=v`` or ``k:v``
+    (``=`` first), the bare word ``disable`` (SELinux labels off)."""
+    for i, opt in enumerate(get_strings(hc, "SecurityOpt", where) or ()):
+        at = f"{_p(where)}SecurityOpt[{i}]"
+        if opt == "no-new-privileges":
+            continue
+        if opt == "disable":
+            yield Fact("selinux", "disable", at)
+            continue
+        if "=" in opt:
+            key, value = opt.split("=", 1)
+        elif ":" in opt:
+            key, value = opt.split(":", 1)
+        else:
+            continue  # dockerd refuses it
+        key = key.lower()
+        if key == "seccomp":
+            yield Fact("seccomp", seccomp_value(value), at)
+        elif key == "apparmor":
+            yield Fact("apparmor", value.lower() if value.lower() == "unconfined" else value, at)
+        elif key == "label":
+            yield Fact("selinux", value.lower() if value.lower() == "disable" else value, at)
+        elif key == "systempaths" and value.lower() == "unconfined":
+            yield Fact("masked-paths", "unconfined", at)
+
+
+# dockerd's defaults (oci/defaults.go); a request that sets the list without one of them
+# unmasks it.
+DEFAULT_MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                        "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                        "/proc/sched_debug", "/proc/scsi", "/sys/firmware")
+DEFAULT_READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                          "/proc/sysrq-trigger")
+
+
+def check_system_paths(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``MaskedPaths``/``ReadonlyPaths`` set without dockerd's defaults
+    (``--security-opt systempaths=unconfined`` sends both empty)."""
+    for field, defaults in (("MaskedPaths", DEFAULT_MASKED_PATHS),
+                            ("ReadonlyPaths", DEFAULT_READONLY_PATHS)):
+        given = get_strings(hc, field, where)
+        if given is None:
+            continue
+        kept = {posixpath.normpath(p) for p in given}
+        missing = [p for p in defaults if p not in kept]
+        if missing:
+            yield Fact("masked-paths", "reduced", f"{_p(where)}{field}",
+                       "no longer covers " + ", ".join(missing))
+
+
+def check_sysctls(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--sysctl``: the name (``/`` and ``.`` are the same separator to runc)."""
+    for name in get_map(hc, "Sysctls", where):
+        yield Fact("sysctl", name.replace("/", "."), f"{_p(where)}Sysctls[{name!r}]")
+
+
+HOST_CONFIG_CHECKS: tuple[Check, ...] = (
+    check_privileged,
+    check_host_namespaces,
+    check_capabilities,
+    check_devices,
+    check_binds,
+    check_mounts,
+    check_security_opt,
+    check_system_paths,
+    check_sysctls,
+)
+
+# Container update carries only Resources (+ RestartPolicy): the device part is all that
+# can widen access.
+RESOURCES_CHECKS: tuple[Check, ...] = (check_devices,)
+
+
+def run_checks(checks: Iterable[Check], obj: GoObject | None, where: str) -> list[Fact]:
+    if obj is None:
+        return []
+    facts: list[Fact] = []
+    for check in checks:
+        facts.extend(check(obj, where))
+    return facts

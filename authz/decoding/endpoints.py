@@ -1,0 +1,444 @@
+"""The Docker Engine API as dockerd 20.10 (API 1.41) routes it: one table, one place.
+
+Each route is (method, path pattern as registered with gorilla/mux, endpoint name,
+whether it changes state, the decoder of its security-relevant content). Patterns use
+mux's syntax: ``{name:.*}`` matches across slashes, ``{id}`` does not. The first route
+that matches wins, as in mux.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from authz.decoding import checks
+from authz.decoding.errors import RequestRefused
+from authz.decoding.facts import Fact
+from authz.decoding.gojson import (GoObject, get_bool, get_list, get_map, get_obj, get_str,
+                                   get_strings, loads)
+from authz.decoding.images import normalize_reference
+from authz.decoding.uri import Target
+
+
+@dataclass
+class Decoded:
+    """What the policy is asked about one request."""
+
+    endpoint: str
+    write: bool
+    params: dict[str, str] = field(default_factory=dict)
+    facts: list[Fact] = field(default_factory=list)
+    # Image references that the request pulls, or starts containers from, normalized.
+    pulls: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Body:
+    """The request body as forwarded by dockerd, and whether one may exist unseen."""
+
+    data: bytes | None
+    # dockerd forwards a body only when Content-Type is JSON, 0 < Content-Length < 1 MiB
+    # and the URI does not end in "/auth". When none arrived, one may still exist
+    # (chunked, too big, another type): only a Content-Length of 0 proves there is none.
+    maybe_hidden: bool
+
+    def json(self, endpoint: str, required: bool = True) -> GoObject | None:
+        if not self.data:
+            if required or self.maybe_hidden:
+                raise RequestRefused(
+                    "request-body-missing",
+                    f"{endpoint} needs its JSON body inspected, and dockerd forwarded none "
+                    "(body over 1 MiB, chunked, not application/json, or a URI ending in '/auth')",
+                    "Send the body as Content-Type: application/json with a Content-Length, "
+                    "under 1 MiB, and without '/auth' at the end of the URI.",
+                )
+            return None
+        doc = loads(self.data)
+        if not isinstance(doc, GoObject):
+            raise RequestRefused("request-body-invalid", f"{endpoint} body is not a JSON object",
+                                 "Send a JSON object.")
+        return doc
+
+
+Decoder = Callable[[Target, Body, Decoded], None]
+
+
+# ---------------------------------------------------------------------------------------
+# Decoders: each fills ``decoded`` from the request; refusals raise RequestRefused.
+
+
+def _container_create(target: Target, body: Body, out: Decoded) -> None:
+    doc = body.json(out.endpoint)
+    # runconfig.ContainerConfigWrapper embeds *container.HostConfig, so HostConfig fields
+    # given at the top level are read when no inner "HostConfig" is given.
+    inner = get_obj(doc, "HostConfig")
+    if inner is not None:
+        out.facts += checks.run_checks(checks.HOST_CONFIG_CHECKS, inner, "HostConfig")
+    else:
+        out.facts += checks.run_checks(checks.HOST_CONFIG_CHECKS, doc, "")
+    networking = get_obj(doc, "NetworkingConfig")
+    endpoints = get_map(networking, "EndpointsConfig", "NetworkingConfig")
+    for name in endpoints:
+        if name.lower() == "host":
+            out.facts.append(Fact("namespace.network", "host",
+                                  f"NetworkingConfig.EndpointsConfig[{name!r}]"))
+    image = get_str(doc, "Image")
+    out.runs.append(image)
+
+
+def _container_start(target: Target, body: Body, out: Decoded) -> None:
+    # API < 1.24: a HostConfig in the start body is applied to the container.
+    if not target.version_below("1.24"):
+        return
+    doc = body.json(out.endpoint, required=False)
+    out.facts += checks.run_checks(checks.HOST_CONFIG_CHECKS, doc, "HostConfig")
+
+
+def _container_update(target: Target, body: Body, out: Decoded) -> None:
+    doc = body.json(out.endpoint)
+    out.facts += checks.run_checks(checks.RESOURCES_CHECKS, doc, "")
+
+
+def _exec_create(target: Target, body: Body, out: Decoded) -> None:
+    doc = body.json(out.endpoint)
+    if get_bool(doc, "Privileged"):
+        out.facts.append(Fact("privileged", "true", "Privileged", "docker exec --privileged"))
+
+
+def _commit(target: Target, body: Body, out: Decoded) -> None:
+    # The body (optional) is the new image's Config; it starts nothing itself.
+    body.json(out.endpoint, required=False)
+    repo = target.query.get("repo")
+    if repo:
+        out.facts.append(Fact("image.write", _ref(repo, target.query.get("tag")), "query repo"))
+
+
+def _image_create(target: Target, body: Body, out: Decoded) -> None:
+    query = target.query
+    if "fromSrc" in query or not query.get("fromImage"):
+        out.endpoint = "image.import"
+        repo = query.get("repo")
+        if repo:
+            out.facts.append(Fact("image.write", _ref(repo, query.get("tag")), "query repo"))
+        return
+    reference = _ref(query.get("fromImage"), query.get("tag"))
+    out.pulls.append(reference)
+
+
+def _ref(name: str, tag: str) -> str:
+    """images/create and commit: ``fromImage``/``repo`` + ``tag`` (which may be a digest)."""
+    if not tag:
+        return name
+    return f"{name}@{tag}" if tag.startswith("sha256:") else f"{name}:{tag}"
+
+
+def _image_tag(target: Target, body: Body, out: Decoded) -> None:
+    repo = target.query.get("repo")
+    if repo:
+        out.facts.append(Fact("image.write", _ref(repo, target.query.get("tag")), "query repo"))
+
+
+def _build(target: Target, body: Body, out: Decoded) -> None:
+    query = target.query
+    mode = query.get("networkmode")
+    out.facts += checks._namespace("namespace.network", mode, "query networkmode")
+    for tag in query.getall("t"):
+        out.facts.append(Fact("image.write", tag, "query t"))
+
+
+def _volume_create(target: Target, body: Body, out: Decoded) -> None:
+    doc = body.json(out.endpoint)
+    out.facts += checks.local_volume_facts(get_str(doc, "Driver"), get_map(doc, "DriverOpts"),
+                                           "DriverOpts")
+
+
+def _plugin_privileges(target: Target, body: Body, out: Decoded) -> None:
+    """plugin pull/upgrade: the body lists the privileges the caller accepts for it."""
+    data = body.data
+    if not data:
+        raise RequestRefused("request-body-missing",
+                             f"{out.endpoint} carries the plugin's privileges in its body, and "
+                             "dockerd forwarded none",
+                             "Send the privileges as a JSON array (docker plugin install does).")
+    doc = loads(data)
+    if not isinstance(doc, list):
+        raise RequestRefused("request-body-invalid", "plugin privileges are not a JSON array",
+                             "Send a JSON array.")
+    out.facts.append(Fact("plugin.remote", target.query.get("remote"), "query remote"))
+    for i, privilege in enumerate(doc):
+        at = f"[{i}]"
+        if not isinstance(privilege, GoObject):
+            raise RequestRefused("request-body-invalid", f"privilege {at} is not an object",
+                                 "Send objects with Name and Value.")
+        name = get_str(privilege, "Name", at)
+        values = get_strings(privilege, "Value", at) or [""]
+        for value in values:
+            out.facts.append(Fact("plugin.privilege", f"{name}={value}" if value else name, at))
+
+
+def _plugin_create(target: Target, body: Body, out: Decoded) -> None:
+    out.facts.append(Fact("plugin.privilege", "unknown", "body",
+                          "a plugin built from a tar archive; its privileges cannot be read"))
+
+
+def _plugin_set(target: Target, body: Body, out: Decoded) -> None:
+    """``docker plugin set P mnt.source=/etc dev.path=/dev/sda``."""
+    data = body.data
+    if not data:
+        raise RequestRefused("request-body-missing",
+                             "plugin set carries its settings in its body, and dockerd forwarded none",
+                             "Send the settings as a JSON array of strings.")
+    doc = loads(data)
+    if not isinstance(doc, list) or not all(isinstance(s, str) for s in doc):
+        raise RequestRefused("request-body-invalid", "plugin settings are not an array of strings",
+                             "Send a JSON array of KEY=VALUE strings.")
+    for i, setting in enumerate(doc):
+        key, _, value = setting.partition("=")
+        if key.endswith(".source") and value:
+            out.facts += checks._host_path_facts("host-path", value, f"[{i}] {key}")
+        elif key.endswith(".path") and value:
+            out.facts.append(Fact("device", value, f"[{i}] {key}"))
+
+
+def _service(target: Target, body: Body, out: Decoded) -> None:
+    doc = body.json(out.endpoint)
+    task = get_obj(doc, "TaskTemplate")
+    spec = get_obj(task, "ContainerSpec", "TaskTemplate")
+    where = "TaskTemplate.ContainerSpec"
+    if spec is not None:
+        for i, mount in enumerate(get_list(spec, "Mounts", where) or ()):
+            out.facts += checks.mount_facts(mount, f"{where}.Mounts[{i}]")
+        for i, cap in enumerate(get_strings(spec, "CapabilityAdd", where) or ()):
+            out.facts.append(Fact("capability", checks.normalize_capability(cap),
+                                  f"{where}.CapabilityAdd[{i}]"))
+        for name in get_map(spec, "Sysctls", where):
+            out.facts.append(Fact("sysctl", name.replace("/", "."), f"{where}.Sysctls[{name!r}]"))
+        privileges = get_obj(spec, "Privileges", where)
+        pw = f"{where}.Privileges"
+        selinux = get_obj(privileges, "SELinuxContext", pw)
+        if get_bool(selinux, "Disable", f"{pw}.SELinuxContext"):
+            out.facts.append(Fact("selinux", "disable", f"{pw}.SELinuxContext.Disable"))
+        selinux_type = get_str(selinux, "Type", f"{pw}.SELinuxContext")
+        if selinux_type:
+            out.facts.append(Fact("selinux", f"type:{selinux_type}", f"{pw}.SELinuxContext.Type"))
+        seccomp = get_obj(privileges, "Seccomp", pw)
+        mode = get_str(seccomp, "Mode", f"{pw}.Seccomp").lower()
+        if mode == "unconfined":
+            out.facts.append(Fact("seccomp", "unconfined", f"{pw}.Seccomp.Mode"))
+        elif mode == "custom":
+            profile = get_str(seccomp, "Profile", f"{pw}.Seccomp")
+            out.facts.append(Fact("seccomp", checks.seccomp_value(profile), f"{pw}.Seccomp"))
+        apparmor = get_obj(privileges, "AppArmor", pw)
+        if get_str(apparmor, "Mode", f"{pw}.AppArmor").lower() == "disabled":
+            out.facts.append(Fact("apparmor", "unconfined", f"{pw}.AppArmor.Mode"))
+        out.runs.append(get_str(spec, "Image", where))
+    for holder, at in ((task, "TaskTemplate"), (doc, "")):
+        for i, network in enumerate(get_list(holder, "Networks", at) or ()):
+            nw = f"{at}.Networks[{i}]" if at else f"Networks[{i}]"
+            if not isinstance(network, GoObject):
+                raise RequestRefused("request-body-invalid", f"{nw} is not an object",
+                                     "Send Networks as objects with Target.")
+            if get_str(network, "Target", nw).lower() == "host":
+                out.facts.append(Fact("namespace.network", "host", f"{nw}.Target"))
+
+
+def _body_json_optional(target: Target, body: Body, out: Decoded) -> None:
+    """Endpoints whose JSON body the policy does not read, but which must parse."""
+    body.json(out.endpoint, required=False)
+
+
+# ---------------------------------------------------------------------------------------
+# The route table.
+
+R, W = False, True
+_ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
+    # system
+    ("GET", "/_ping", "system.ping", R, None),
+    ("HEAD", "/_ping", "system.ping", R, None),
+    ("GET", "/events", "system.events", R, None),
+    ("GET", "/info", "system.info", R, None),
+    ("GET", "/version", "system.version", R, None),
+    ("GET", "/system/df", "system.df", R, None),
+    ("POST", "/auth", "system.auth", W, None),
+    # containers
+    ("HEAD", "/containers/{name:.*}/archive", "container.archive.stat", R, None),
+    ("GET", "/containers/json", "container.list", R, None),
+    ("GET", "/containers/{name:.*}/export", "container.export", R, None),
+    ("GET", "/containers/{name:.*}/changes", "container.changes", R, None),
+    ("GET", "/containers/{name:.*}/json", "container.inspect", R, None),
+    ("GET", "/containers/{name:.*}/top", "container.top", R, None),
+    ("GET", "/containers/{name:.*}/logs", "container.logs", R, None),
+    ("GET", "/containers/{name:.*}/stats", "container.stats", R, None),
+    ("GET", "/containers/{name:.*}/attach/ws", "container.attach", W, None),
+    ("GET", "/exec/{id:.*}/json", "exec.inspect", R, None),
+    ("GET", "/containers/{name:.*}/archive", "container.archive.get", R, None),
+    ("POST", "/containers/create", "container.create", W, _container_create),
+    ("POST", "/containers/{name:.*}/kill", "container.kill", W, None),
+    ("POST", "/containers/{name:.*}/pause", "container.pause", W, None),
+    ("POST", "/containers/{name:.*}/unpause", "container.unpause", W, None),
+    ("POST", "/containers/{name:.*}/restart", "container.restart", W, None),
+    ("POST", "/containers/{name:.*}/start", "container.start", W, _container_start),
+    ("POST", "/containers/{name:.*}/stop", "container.stop", W, None),
+    ("POST", "/containers/{name:.*}/wait", "container.wait", R, None),
+    ("POST", "/containers/{name:.*}/resize", "container.resize", W, None),
+    ("POST", "/containers/{name:.*}/attach", "container.attach", W, None),
+    ("POST", "/containers/{name:.*}/copy", "container.copy", R, None),
+    ("POST", "/containers/{name:.*}/exec", "exec.create", W, _exec_create),
+    ("POST", "/exec/{name:.*}/start", "exec.start", W, None),
+    ("POST", "/exec/{name:.*}/resize", "exec.resize", W, None),
+    ("POST", "/containers/{name:.*}/rename", "container.rename", W, None),
+    ("POST", "/containers/{name:.*}/update", "container.update", W, _container_update),
+    ("POST", "/containers/prune", "container.prune", W, None),
+    ("POST", "/commit", "image.commit", W, _commit),
+    ("PUT", "/containers/{name:.*}/archive", "container.archive.put", W, None),
+    ("DELETE", "/containers/{name:.*}", "container.remove", W, None),
+    # checkpoints (experimental)
+    ("GET", "/containers/{name:.*}/checkpoints", "checkpoint.list", R, None),
+    ("POST", "/containers/{name:.*}/checkpoints", "checkpoint.create", W, _body_json_optional),
+    ("DELETE", "/containers/{name}/checkpoints/{checkpoint}", "checkpoint.remove", W, None),
+    # images
+    ("GET", "/images/json", "image.list", R, None),
+    ("GET", "/images/search", "image.search", R, None),
+    ("GET", "/images/get", "image.save", R, None),
+    ("GET", "/images/{name:.*}/get", "image.save", R, None),
+    ("GET", "/images/{name:.*}/history", "image.history", R, None),
+    ("GET", "/images/{name:.*}/json", "image.inspect", R, None),
+    ("POST", "/images/load", "image.load", W, None),
+    ("POST", "/images/create", "image.pull", W, _image_create),
+    ("POST", "/images/{name:.*}/push", "image.push", W, None),
+    ("POST", "/images/{name:.*}/tag", "image.tag", W, _image_tag),
+    ("POST", "/images/prune", "image.prune", W, None),
+    ("DELETE", "/images/{name:.*}", "image.remove", W, None),
+    # build
+    ("POST", "/build", "build", W, _build),
+    ("POST", "/build/prune", "build.prune", W, None),
+    ("POST", "/build/cancel", "build.cancel", W, None),
+    ("POST", "/session", "build.session", W, None),
+    ("POST", "/grpc", "build.grpc", W, None),
+    # distribution
+    ("GET", "/distribution/{name:.*}/json", "distribution.inspect", R, None),
+    # volumes
+    ("GET", "/volumes", "volume.list", R, None),
+    ("GET", "/volumes/{name:.*}", "volume.inspect", R, None),
+    ("POST", "/volumes/create", "volume.create", W, _volume_create),
+    ("POST", "/volumes/prune", "volume.prune", W, None),
+    ("DELETE", "/volumes/{name:.*}", "volume.remove", W, None),
+    # networks
+    ("GET", "/networks", "network.list", R, None),
+    ("GET", "/networks/", "network.list", R, None),
+    ("GET", "/networks/{id:.+}", "network.inspect", R, None),
+    ("POST", "/networks/create", "network.create", W, _body_json_optional),
+    ("POST", "/networks/{id:.*}/connect", "network.connect", W, _body_json_optional),
+    ("POST", "/networks/{id:.*}/disconnect", "network.disconnect", W, _body_json_optional),
+    ("POST", "/networks/prune", "network.prune", W, None),
+    ("DELETE", "/networks/{id:.*}", "network.remove", W, None),
+    # plugins
+    ("GET", "/plugins/{name:.*}/json", "plugin.inspect", R, None),
+    ("GET", "/plugins/privileges", "plugin.privileges", R, None),
+    ("GET", "/plugins", "plugin.list", R, None),
+    ("POST", "/plugins/{name:.*}/enable", "plugin.enable", W, None),
+    ("POST", "/plugins/{name:.*}/disable", "plugin.disable", W, None),
+    ("POST", "/plugins/pull", "plugin.pull", W, _plugin_privileges),
+    ("POST", "/plugins/{name:.*}/push", "plugin.push", W, None),
+    ("POST", "/plugins/{name:.*}/upgrade", "plugin.upgrade", W, _plugin_privileges),
+    ("POST", "/plugins/{name:.*}/set", "plugin.set", W, _plugin_set),
+    ("POST", "/plugins/create", "plugin.create", W, _plugin_create),
+    ("DELETE", "/plugins/{name:.*}", "plugin.remove", W, None),
+    # swarm
+    ("GET", "/swarm", "swarm.inspect", R, None),
+    ("GET", "/swarm/unlockkey", "swarm.unlockkey", R, None),
+    ("POST", "/swarm/init", "swarm.init", W, _body_json_optional),
+    ("POST", "/swarm/join", "swarm.join", W, _body_json_optional),
+    ("POST", "/swarm/leave", "swarm.leave", W, None),
+    ("POST", "/swarm/update", "swarm.update", W, _body_json_optional),
+    ("POST", "/swarm/unlock", "swarm.unlock", W, None),
+    ("GET", "/services", "service.list", R, None),
+    ("GET", "/services/{id}", "service.inspect", R, None),
+    ("POST", "/services/create", "service.create", W, _service),
+    ("POST", "/services/{id}/update", "service.update", W, _service),
+    ("DELETE", "/services/{id}", "service.remove", W, None),
+    ("GET", "/services/{id}/logs", "service.logs", R, None),
+    ("GET", "/nodes", "node.list", R, None),
+    ("GET", "/nodes/{id}", "node.inspect", R, None),
+    ("DELETE", "/nodes/{id}", "node.remove", W, None),
+    ("POST", "/nodes/{id}/update", "node.update", W, _body_json_optional),
+    ("GET", "/tasks", "task.list", R, None),
+    ("GET", "/tasks/{id}", "task.inspect", R, None),
+    ("GET", "/tasks/{id}/logs", "task.logs", R, None),
+    ("GET", "/secrets", "secret.list", R, None),
+    ("POST", "/secrets/create", "secret.create", W, _body_json_optional),
+    ("DELETE", "/secrets/{id}", "secret.remove", W, None),
+    ("GET", "/secrets/{id}", "secret.inspect", R, None),
+    ("POST", "/secrets/{id}/update", "secret.update", W, _body_json_optional),
+    ("GET", "/configs", "config.list", R, None),
+    ("POST", "/configs/create", "config.create", W, _body_json_optional),
+    ("DELETE", "/configs/{id}", "config.remove", W, None),
+    ("GET", "/configs/{id}", "config.inspect", R, None),
+    ("POST", "/configs/{id}/update", "config.update", W, _body_json_optional),
+]
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    out, pos = "^", 0
+    for m in re.finditer(r"\{(\w+)(?::([^}]+))?\}", pattern):
+        out += re.escape(pattern[pos:m.start()])
+        out += f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})"
+        pos = m.end()
+    return re.compile(out + re.escape(pattern[pos:]) + "$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str
+    regex: re.Pattern[str]
+    endpoint: str
+    write: bool
+    decoder: Decoder | None
+
+
+ROUTES: tuple[Route, ...] = tuple(Route(m, p, _compile(p), e, w, d) for m, p, e, w, d in _ROUTES)
+_BY_METHOD: dict[str, tuple[Route, ...]] = {}
+for _route in ROUTES:
+    _BY_METHOD[_route.method] = _BY_METHOD.get(_route.method, ()) + (_route,)
+
+# Literal paths (most calls) are found without running a regex.
+_LITERAL: dict[tuple[str, str], Route] = {}
+for _route in ROUTES:
+    if "{" not in _route.pattern:
+        _LITERAL.setdefault((_route.method, _route.pattern), _route)
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def match_route(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+    route = _LITERAL.get((method, path))
+    if route is not None:
+        return route, {}
+    for route in _BY_METHOD.get(method, ()):
+        m = route.regex.match(path)
+        if m:
+            return route, m.groupdict()
+    return None, {}
+
+
+def decode_target(target: Target, body: Body) -> Decoded:
+    route, params = match_route(target.method, target.path)
+    if route is None:
+        write = target.method not in READ_METHODS
+        return Decoded(endpoint="unknown.write" if write else "unknown.read", write=write,
+                       facts=[Fact("endpoint", "unknown.write" if write else "unknown.read",
+                                   f"{target.method} {target.path[:200]}")])
+    decoded = Decoded(endpoint=route.endpoint, write=route.write, params=params)
+    if route.decoder is not None:
+        route.decoder(target, body, decoded)
+    decoded.facts.insert(0, Fact("endpoint", decoded.endpoint, f"{target.method} {route.pattern}"))
+    decoded.runs = [normalize_reference(r) if r else "(none)" for r in decoded.runs]
+    decoded.pulls = [normalize_reference(r) for r in decoded.pulls]
+    for ref in decoded.runs:
+        decoded.facts.append(Fact("image", ref, "image", "starts a container"))
+    for ref in decoded.pulls:
+        decoded.facts.append(Fact("image", ref, "query fromImage", "pulled"))
+    return decoded

@@ -1,0 +1,17 @@
+"""Why a request is refused before any policy is asked."""
+
+from __future__ import annotations
+
+
+class RequestRefused(Exception):
+    """The request cannot be read exactly as dockerd will read it: deny it.
+
+    ``rule`` is a built-in rule id (``request-*``); these are not policy choices and no
+    exception in a policy lifts them.
+    """
+
+    def __init__(self, rule: str, found: str, fix: str):
+        super().__init__(f"[{rule}] {found}")
+        self.rule = rule
+        self.found = found
+        self.fix = fix

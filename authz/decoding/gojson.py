@@ -1,0 +1,169 @@
+"""Read a JSON body the way dockerd's Go ``encoding/json`` decodes it into a struct.
+
+- A struct field matches a key case-insensitively, with Go's folding: ASCII letters fold,
+  and U+017F (long s) folds to ``s``, U+212A (Kelvin sign) to ``k``. Nothing else folds.
+- When a struct field is given twice (``Privileged`` and ``privileged``), Go keeps the last
+  for a scalar but merges objects and maps; rather than re-create that, such a body is
+  refused as ambiguous: no real client sends one.
+- Map keys (``Labels``, ``Sysctls``, driver options) are exact; the last duplicate wins, as
+  in Go and as in ``dict``.
+- ``null`` leaves a field at its zero value.
+- A value of the wrong type is refused (dockerd would fail the request anyway).
+- ``NaN``/``Infinity``, invalid UTF-8 and trailing data are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from authz.decoding.errors import RequestRefused
+
+_FOLD = {i: i + 32 for i in range(ord("A"), ord("Z") + 1)}
+_FOLD[0x017F] = ord("s")  # LATIN SMALL LETTER LONG S
+_FOLD[0x212A] = ord("k")  # KELVIN SIGN
+
+
+def go_fold(key: str) -> str:
+    """The form under which Go's decoder matches a key to an (ASCII) field name."""
+    return key.translate(_FOLD)
+
+
+class GoObject:
+    """A JSON object, kept as its ordered (key, value) pairs."""
+
+    __slots__ = ("pairs", "_index")
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        self.pairs = pairs
+        self._index: dict[str, list[tuple[str, Any]]] | None = None
+
+    def _fields(self) -> dict[str, list[tuple[str, Any]]]:
+        if self._index is None:
+            index: dict[str, list[tuple[str, Any]]] = {}
+            for key, value in self.pairs:
+                index.setdefault(go_fold(key), []).append((key, value))
+            self._index = index
+        return self._index
+
+    def field(self, name: str, where: str) -> Any:
+        """The value of struct field ``name`` (None when absent or null)."""
+        found = self._fields().get(go_fold(name))
+        if not found:
+            return None
+        if len(found) > 1:
+            keys = ", ".join(repr(k) for k, _ in found)
+            raise RequestRefused(
+                "request-ambiguous",
+                f"{_join(where, name)} is given {len(found)} times ({keys}); Go matches keys "
+                "case-insensitively, so the plugin cannot know which one dockerd would use",
+                f"Send {name!r} once.",
+            )
+        return found[0][1]
+
+    def as_map(self) -> dict[str, Any]:
+        """As a Go ``map[string]T``: exact keys, the last duplicate wins."""
+        return dict(self.pairs)
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(body: bytes) -> Any:
+    """Parse a request body; raises RequestRefused when Go would not read it the same."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestRefused("request-body-invalid", "the JSON body is not valid UTF-8",
+                             "Send UTF-8 JSON.") from None
+    try:
+        return json.loads(text, object_pairs_hook=GoObject, parse_constant=_reject_constant)
+    except RecursionError:
+        raise RequestRefused("request-body-invalid", "the JSON body is nested too deeply",
+                             "Send a plain JSON document.") from None
+    except ValueError as exc:
+        raise RequestRefused("request-body-invalid", f"the body is not valid JSON: {exc}",
+                             "Send one valid JSON document.") from None
+
+
+def _wrong_type(where: str, name: str, expected: str, value: Any) -> RequestRefused:
+    return RequestRefused(
+        "request-body-invalid",
+        f"{_join(where, name)} is {type(value).__name__}, expected {expected}",
+        f"Send {name} as {expected}.",
+    )
+
+
+def get_obj(obj: GoObject | None, name: str, where: str = "") -> GoObject | None:
+    if obj is None:
+        return None
+    value = obj.field(name, where)
+    if value is None or isinstance(value, GoObject):
+        return value
+    raise _wrong_type(where, name, "an object", value)
+
+
+def get_str(obj: GoObject | None, name: str, where: str = "") -> str:
+    if obj is None:
+        return ""
+    value = obj.field(name, where)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    raise _wrong_type(where, name, "a string", value)
+
+
+def get_bool(obj: GoObject | None, name: str, where: str = "") -> bool:
+    if obj is None:
+        return False
+    value = obj.field(name, where)
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    raise _wrong_type(where, name, "a boolean", value)
+
+
+def get_list(obj: GoObject | None, name: str, where: str = "") -> list[Any] | None:
+    """A Go slice: None when absent or null (nil), else the list (possibly empty)."""
+    if obj is None:
+        return None
+    value = obj.field(name, where)
+    if value is None or isinstance(value, list):
+        return value
+    raise _wrong_type(where, name, "an array", value)
+
+
+def get_strings(obj: GoObject | None, name: str, where: str = "", *,
+                strslice: bool = False) -> list[str] | None:
+    """A ``[]string``; with ``strslice`` also a single string (moby's ``StrSlice``)."""
+    if obj is None:
+        return None
+    value = obj.field(name, where)
+    if value is None:
+        return None
+    if strslice and isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise _wrong_type(where, name, "an array of strings", value)
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _wrong_type(where, f"{name}[{i}]", "a string", item)
+    return value
+
+
+def get_map(obj: GoObject | None, name: str, where: str = "") -> dict[str, Any]:
+    if obj is None:
+        return {}
+    value = obj.field(name, where)
+    if value is None:
+        return {}
+    if isinstance(value, GoObject):
+        return value.as_map()
+    raise _wrong_type(where, name, "an object", value)

@@ -1,0 +1,267 @@
+"""Policy evaluation with Casbin.
+
+Each rule, with the exceptions that name it, becomes a small Casbin policy over the
+shared model (``policies/model.conf``), so that an exception or an ``except:`` value can
+only ever lift its own rule. Every fact of a request is put to the rules whose fact kind
+matches it; Casbin's priority effect picks the first matching line: an exception, an
+``except`` value, or the rule's deny.
+
+Facts repeat a lot across requests (the same image, the same capabilities), so each
+answer is memoized per (subject, endpoint, image, kind, value, rule) until the policy is
+reloaded; Casbin is only asked on a miss.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+import posixpath
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import casbin
+
+from authz.decoding.facts import Fact
+from authz.policy.rules import Exception_, PolicyError, Rule, RuleSet, load_rules
+
+MODEL_FILE = "model.conf"
+RULES_FILE = "rules.yaml"
+
+PRIORITY_EXCEPTION = "10"
+PRIORITY_EXCEPT_VALUE = "20"
+PRIORITY_RULE = "30"
+_EXCEPT_SUFFIX = "#except"
+
+
+def path_overlaps(path: str, protected: str) -> bool:
+    """True when binding ``path`` exposes ``protected`` or lies inside it: equal, an
+    ancestor (``/`` and ``/var`` expose ``/var/run/docker.sock``) or a descendant."""
+    path = posixpath.normpath(path) if path.startswith("/") else path
+    if path == protected:
+        return True
+    p = path.rstrip("/") + "/"
+    q = protected.rstrip("/") + "/"
+    return q.startswith(p) or p.startswith(q)
+
+
+def value_match(value: str, pattern: str, op: str) -> bool:
+    if op == "path":
+        return value.startswith("/") and path_overlaps(value, pattern)
+    return pattern == "*" or fnmatch.fnmatchcase(value, pattern)
+
+
+def image_match(image: str, pattern: str) -> bool:
+    """``*`` any image (also none); ``**`` crosses ``/``; ``*`` elsewhere stays in one
+    path component: ``127.0.0.1:5000/team/*`` matches ``127.0.0.1:5000/team/app:1``."""
+    if pattern == "*":
+        return True
+    return _image_regex(pattern).match(image) is not None
+
+
+_IMAGE_PATTERNS: dict[str, object] = {}
+
+
+def _image_regex(pattern: str):
+    compiled = _IMAGE_PATTERNS.get(pattern)
+    if compiled is None:
+        import re
+
+        out = ""
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                out += ".*"
+                i += 2
+            elif pattern[i] == "*":
+                out += "[^/]*"
+                i += 1
+            elif pattern[i] == "?":
+                out += "[^/]"
+                i += 1
+            else:
+                out += re.escape(pattern[i])
+                i += 1
+        compiled = re.compile(out + r"\Z")
+        _IMAGE_PATTERNS[pattern] = compiled
+    return compiled
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A rule a request breaks (or a request-level refusal, rule ``request-*``)."""
+
+    rule: str
+    found: str
+    message: str
+    fix: str
+    reference: str = ""
+    effect: str = "deny"      # deny | audit
+
+    def as_log(self) -> dict:
+        out = {"rule": self.rule, "found": self.found, "effect": self.effect}
+        if self.reference:
+            out["reference"] = self.reference
+        return out
+
+
+@dataclass(frozen=True)
+class Exemption:
+    """An exception that lifted a rule for one fact."""
+
+    exception: str
+    rule: str
+    found: str
+
+    def as_log(self) -> dict:
+        return {"exception": self.exception, "rule": self.rule, "found": self.found}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    violations: tuple[Violation, ...]
+    exemptions: tuple[Exemption, ...]
+    matched_facts: tuple[Fact, ...]
+
+
+def policy_revision(directory: Path) -> str:
+    """sha256 over every file of the policy directory (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        rel = path.relative_to(directory).as_posix()
+        if rel.startswith(".") or "/." in rel:
+            continue
+        digest.update(rel.encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+class _RuleEnforcer:
+    """One rule and its exceptions, as a Casbin enforcer, with memoized answers."""
+
+    _CACHE_LIMIT = 65536
+
+    def __init__(self, rule: Rule, exceptions: list[Exception_], model_path: str,
+                 grouping: list[list[str]]):
+        self.rule = rule
+        self.exceptions = {ex.id: ex for ex in exceptions}
+        self._enforcer = casbin.Enforcer(model_path, enable_log=False)
+        self._enforcer.add_function("valueMatch", value_match)
+        self._enforcer.add_function("imageMatch", image_match)
+        lines = self._lines(rule, exceptions)
+        # The priority effect needs the lines in priority order; stable within a level.
+        lines.sort(key=lambda line: int(line[0]))
+        if lines:
+            self._enforcer.add_policies(lines)
+        if grouping:
+            self._enforcer.add_grouping_policies(grouping)
+        self._cache: dict[tuple, str | None] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _lines(rule: Rule, exceptions: list[Exception_]) -> list[list[str]]:
+        lines: list[list[str]] = []
+        for ex in exceptions:
+            for sub in ex.subjects:
+                for endpoint in ex.endpoints:
+                    for image in ex.images:
+                        for value in ex.values:
+                            lines.append([PRIORITY_EXCEPTION, sub, endpoint, image, "*", value,
+                                          "glob", "allow", ex.id])
+        for value in rule.excepts:
+            lines.append([PRIORITY_EXCEPT_VALUE, "*", "*", "*", "*", value, "glob", "allow",
+                          rule.id + _EXCEPT_SUFFIX])
+        for kind in rule.kinds:
+            for endpoint in rule.endpoints:
+                for value in rule.values:
+                    lines.append([PRIORITY_RULE, "*", endpoint, "*", kind, value, rule.op, "deny",
+                                  rule.id])
+        return lines
+
+    def decide(self, subject: str, endpoint: str, image: str, fact: Fact) -> str | None:
+        """The id of the deciding line (the rule, an exception), or None: not applicable."""
+        key = (subject, endpoint, image, fact.kind, fact.value)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        with self._lock:
+            _, explain = self._enforcer.enforce_ex(subject, endpoint, image, fact.kind, fact.value)
+        decided = explain[-1] if explain else None
+        if decided is not None and decided.endswith(_EXCEPT_SUFFIX):
+            decided = None
+        if len(self._cache) >= self._CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = decided
+        return decided
+
+
+class Policy:
+    """The loaded policy directory: rules (Casbin) and its revision."""
+
+    def __init__(self, directory: Path, ruleset: RuleSet, revision: str,
+                 today: dt.date | None = None):
+        self.directory = directory
+        self.ruleset = ruleset
+        self.revision = revision
+        self.warnings: list[str] = []
+        today = today or dt.date.today()
+        model_path = str(directory / MODEL_FILE)
+        roles = ruleset.roles
+        grouping = [[member, f"role:{role}"] for role, members in roles.items()
+                    for member in members]
+        by_rule: dict[str, list[Exception_]] = {r.id: [] for r in ruleset.rules}
+        for ex in ruleset.exceptions:
+            for subject in ex.subjects:
+                if subject.startswith("role:") and subject[5:] not in roles:
+                    raise PolicyError(f"{ruleset.path}:{ex.line}: exception {ex.id}: no role "
+                                      f"{subject[5:]!r} under 'roles:'")
+            if ex.expired(today):
+                self.warnings.append(f"exception {ex.id} ({ruleset.path}:{ex.line}) expired on "
+                                     f"{ex.expires}; it no longer applies")
+                continue
+            for rule_id in ex.rules:
+                by_rule[rule_id].append(ex)
+        self._enforcers = [_RuleEnforcer(rule, by_rule[rule.id], model_path, grouping)
+                           for rule in ruleset.rules]
+        self._by_kind: dict[str, tuple[_RuleEnforcer, ...]] = {}
+
+    @classmethod
+    def load(cls, directory: Path) -> "Policy":
+        directory = Path(directory)
+        if not (directory / MODEL_FILE).is_file():
+            raise PolicyError(f"{directory}: no {MODEL_FILE}")
+        ruleset = load_rules(directory / RULES_FILE)
+        return cls(directory, ruleset, policy_revision(directory))
+
+    def _candidates(self, kind: str) -> tuple[_RuleEnforcer, ...]:
+        found = self._by_kind.get(kind)
+        if found is None:
+            found = tuple(e for e in self._enforcers
+                          if any(fnmatch.fnmatchcase(kind, k) for k in e.rule.kinds))
+            self._by_kind[kind] = found
+        return found
+
+    def evaluate(self, subject: str, endpoint: str, image: str,
+                 facts: Iterable[Fact]) -> Evaluation:
+        violations: list[Violation] = []
+        exemptions: list[Exemption] = []
+        matched: list[Fact] = []
+        for fact in facts:
+            hit = False
+            for enforcer in self._candidates(fact.kind):
+                decided = enforcer.decide(subject, endpoint, image, fact)
+                if decided is None:
+                    continue
+                hit = True
+                rule = enforcer.rule
+                if decided == rule.id:
+                    violations.append(Violation(rule.id, fact.describe(), rule.message, rule.fix,
+                                                rule.reference, rule.effect))
+                else:
+                    exemptions.append(Exemption(decided, rule.id, fact.describe()))
+            if hit:
+                matched.append(fact)
+        return Evaluation(tuple(violations), tuple(exemptions), tuple(matched))

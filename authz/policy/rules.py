@@ -1,0 +1,228 @@
+"""Reading ``rules.yaml``: the rules and exceptions a security team edits.
+
+The format is documented in docs/policy.md. Loading is strict: an unknown key, a missing
+message, an exception naming no rule... stops the load with the file and line, because a
+policy that silently means something else than it says is worse than none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+EFFECTS = ("deny", "audit")
+
+
+class PolicyError(ValueError):
+    """The policy files are invalid; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    effect: str                 # deny | audit (logged, not enforced: for roll-outs)
+    kinds: tuple[str, ...]      # fact kinds (globs)
+    values: tuple[str, ...]     # value globs, or host paths when op == "path"
+    op: str                     # glob | path
+    excepts: tuple[str, ...]    # value globs this rule leaves alone
+    endpoints: tuple[str, ...]
+    message: str
+    fix: str
+    reference: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Exception_:
+    id: str
+    rules: tuple[str, ...]
+    subjects: tuple[str, ...]
+    images: tuple[str, ...]
+    endpoints: tuple[str, ...]
+    values: tuple[str, ...]
+    reason: str
+    expires: dt.date | None
+    line: int
+
+    def expired(self, today: dt.date) -> bool:
+        return self.expires is not None and today > self.expires
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    exceptions: tuple[Exception_, ...]
+    roles: dict[str, tuple[str, ...]]   # role -> members
+    path: Path
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Records each mapping's line as the key ``__line__``."""
+
+    def construct_mapping(self, node, deep=False):
+        mapping = super().construct_mapping(node, deep=deep)
+        mapping["__line__"] = node.start_mark.line + 1
+        return mapping
+
+
+def _fail(path: Path, line: int | None, text: str) -> PolicyError:
+    where = f"{path}:{line}" if line else str(path)
+    return PolicyError(f"{where}: {text}")
+
+
+def _strings(path: Path, item: dict, key: str, *, default: Any = None,
+             required: bool = False) -> tuple[str, ...]:
+    value = item.get(key, default)
+    line = item.get("__line__")
+    if value is None:
+        if required:
+            raise _fail(path, line, f"'{key}' is required")
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, bool)) for v in value):
+        raise _fail(path, line, f"'{key}' must be a string or a list of strings")
+    out = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in value)
+    if required and not out:
+        raise _fail(path, line, f"'{key}' must not be empty")
+    return out
+
+
+def _text(path: Path, item: dict, key: str, *, required: bool = True) -> str:
+    value = item.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise _fail(path, item.get("__line__"), f"'{key}' is required")
+        return ""
+    if not isinstance(value, str):
+        raise _fail(path, item.get("__line__"), f"'{key}' must be text")
+    return " ".join(value.split())
+
+
+def _check_keys(path: Path, item: dict, allowed: set[str], what: str) -> None:
+    unknown = set(item) - allowed - {"__line__"}
+    if unknown:
+        raise _fail(path, item.get("__line__"),
+                    f"unknown key(s) in {what}: {', '.join(sorted(unknown))} "
+                    f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def _rule(path: Path, item: Any) -> Rule:
+    if not isinstance(item, dict):
+        raise _fail(path, None, "each entry of 'rules' must be a mapping")
+    line = item["__line__"]
+    _check_keys(path, item, {"id", "effect", "match", "message", "fix", "reference"}, "a rule")
+    rule_id = item.get("id")
+    if not isinstance(rule_id, str) or not _ID.match(rule_id) or rule_id.startswith("request-"):
+        raise _fail(path, line, f"rule id {rule_id!r} must be lowercase letters, digits, '-' or "
+                                "'.', and not start with 'request-' (reserved)")
+    effect = item.get("effect", "deny")
+    if effect not in EFFECTS:
+        raise _fail(path, line, f"rule {rule_id}: effect must be one of {', '.join(EFFECTS)}")
+    match = item.get("match")
+    if not isinstance(match, dict):
+        raise _fail(path, line, f"rule {rule_id}: 'match' (a mapping) is required")
+    _check_keys(path, match, {"fact", "values", "paths", "except", "endpoints"}, "match")
+    if "values" in match and "paths" in match:
+        raise _fail(path, match["__line__"], f"rule {rule_id}: give 'values' or 'paths', not both")
+    if "paths" in match:
+        values, op = _strings(path, match, "paths", required=True), "path"
+        for p in values:
+            if not p.startswith("/"):
+                raise _fail(path, match["__line__"], f"rule {rule_id}: path {p!r} is not absolute")
+    else:
+        values, op = _strings(path, match, "values", default=["*"], required=True), "glob"
+    return Rule(
+        id=rule_id,
+        effect=effect,
+        kinds=_strings(path, match, "fact", required=True),
+        values=values,
+        op=op,
+        excepts=_strings(path, match, "except", default=[]),
+        endpoints=_strings(path, match, "endpoints", default=["*"], required=True),
+        message=_text(path, item, "message"),
+        fix=_text(path, item, "fix"),
+        reference=_text(path, item, "reference", required=False),
+        line=line,
+    )
+
+
+def _exception(path: Path, item: Any, rule_ids: set[str], today: dt.date) -> Exception_:
+    if not isinstance(item, dict):
+        raise _fail(path, None, "each entry of 'exceptions' must be a mapping")
+    line = item["__line__"]
+    _check_keys(path, item, {"id", "rules", "subjects", "images", "endpoints", "values",
+                             "reason", "expires"}, "an exception")
+    ex_id = item.get("id")
+    if not isinstance(ex_id, str) or not _ID.match(ex_id):
+        raise _fail(path, line, f"exception id {ex_id!r} must be lowercase letters, digits, '-' or '.'")
+    rules = _strings(path, item, "rules", required=True)
+    for rule_id in rules:
+        if rule_id not in rule_ids:
+            raise _fail(path, line, f"exception {ex_id}: no rule {rule_id!r} (request-* checks "
+                                    "cannot be lifted)")
+    expires = item.get("expires")
+    if expires is not None and not isinstance(expires, dt.date):
+        raise _fail(path, line, f"exception {ex_id}: 'expires' must be a date (YYYY-MM-DD)")
+    return Exception_(
+        id=ex_id,
+        rules=rules,
+        # Explicit on purpose: an exception for everyone must say subjects: ["*"].
+        subjects=_strings(path, item, "subjects", required=True),
+        images=_strings(path, item, "images", default=["*"], required=True),
+        endpoints=_strings(path, item, "endpoints", default=["*"], required=True),
+        values=_strings(path, item, "values", default=["*"], required=True),
+        reason=_text(path, item, "reason"),
+        expires=expires,
+        line=line,
+    )
+
+
+def load_rules(path: Path, today: dt.date | None = None) -> RuleSet:
+    today = today or dt.date.today()
+    try:
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _fail(path, None, "the file must be a mapping with 'rules:'")
+    _check_keys(path, doc, {"version", "rules", "exceptions", "roles"}, "the policy")
+    if doc.get("version", 1) != 1:
+        raise _fail(path, doc["__line__"], "unsupported version (this pyauthz reads version 1)")
+    raw_rules = doc.get("rules") or []
+    if not isinstance(raw_rules, list):
+        raise _fail(path, doc["__line__"], "'rules' must be a list")
+    rules = tuple(_rule(path, item) for item in raw_rules)
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.id in seen:
+            raise _fail(path, rule.line, f"duplicate rule id {rule.id!r}")
+        seen.add(rule.id)
+    raw_exceptions = doc.get("exceptions") or []
+    if not isinstance(raw_exceptions, list):
+        raise _fail(path, doc["__line__"], "'exceptions' must be a list")
+    exceptions = tuple(_exception(path, item, seen, today) for item in raw_exceptions)
+    ex_seen: set[str] = set()
+    for ex in exceptions:
+        if ex.id in ex_seen or ex.id in seen:
+            raise _fail(path, ex.line, f"duplicate id {ex.id!r}")
+        ex_seen.add(ex.id)
+    raw_roles = doc.get("roles") or {}
+    if not isinstance(raw_roles, dict):
+        raise _fail(path, doc["__line__"], "'roles' must map a role name to its members")
+    roles: dict[str, tuple[str, ...]] = {}
+    for role, members in raw_roles.items():
+        if role == "__line__":
+            continue
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise _fail(path, raw_roles["__line__"], f"role {role!r}: members must be a list of names")
+        roles[str(role)] = tuple(members)
+    return RuleSet(rules=rules, exceptions=exceptions, roles=roles, path=path)
