@@ -1,0 +1,6 @@
+"""Policy: rules.yaml (what a security team edits) evaluated with Casbin."""
+
+from authz.policy.engine import Evaluation, Exemption, Policy, Violation
+from authz.policy.rules import PolicyError
+
+__all__ = ["Evaluation", "Exemption", "Policy", "PolicyError", "Violation"]
