@@ -7,6 +7,7 @@ with its rule id in the CLI's error, and must leave no container (or volume) beh
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 
 import pytest
@@ -182,9 +183,28 @@ def no_new_container(env):
     before_ids = env.container_ids()
     before_disk = {c["id"] for c in env.containers_on_disk()}
     yield
-    assert env.container_ids() == before_ids, "a denied request left a container"
-    assert {c["id"] for c in env.containers_on_disk()} == before_disk
-    assert dangerous_containers(env) == []
+    bad = dangerous_containers(env)
+    after_ids = env.container_ids()
+    new_disk = {c["id"] for c in env.containers_on_disk()} - before_disk
+    for cid in (after_ids - before_ids) | new_disk:  # don't let one failure spill over
+        env.docker("rm", "-f", cid, check=False)
+    assert bad == [], f"dangerous containers stored: {bad}"
+    assert after_ids == before_ids and not new_disk, "a denied request left a container"
+
+
+@pytest.fixture
+def shared_dir(tmp_path):
+    """A directory that is a shared mount point, so that dockerd itself accepts
+    bind-propagation=shared/rshared on it (otherwise it refuses: "not a shared mount")."""
+    d = tmp_path / "shared"
+    d.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(d), str(d)], capture_output=True,
+                             timeout=10).returncode == 0
+    if mounted:
+        subprocess.run(["mount", "--make-shared", str(d)], capture_output=True, timeout=10)
+    yield d
+    if mounted:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True, timeout=10)
 
 
 DENIED_RUN_CASES = [
@@ -213,9 +233,9 @@ DENIED_RUN_CASES = [
     (["-v", "/usr/../etc:/x"], "sensitive-host-mounts"),
     (["--mount", "type=bind,src=/proc,dst=/x"], "sensitive-host-mounts"),
     (["--mount", "type=bind,source=/sys,target=/x,readonly"], "sensitive-host-mounts"),
-    (["--mount", "type=bind,src={tmp},dst=/x,bind-propagation=rshared"], "mount-propagation"),
-    (["--mount", "type=bind,src={tmp},dst=/x,bind-propagation=shared"], "mount-propagation"),
-    (["-v", "{tmp}:/x:rshared"], "mount-propagation"),
+    (["--mount", "type=bind,src={shared},dst=/x,bind-propagation=rshared"], "mount-propagation"),
+    (["--mount", "type=bind,src={shared},dst=/x,bind-propagation=shared"], "mount-propagation"),
+    (["-v", "{shared}:/x:rshared"], "mount-propagation"),
     (["--security-opt", "seccomp=unconfined"], "seccomp-unconfined"),
     (["--security-opt", "seccomp:unconfined"], "seccomp-unconfined"),
     (["--security-opt", "apparmor=unconfined"], "apparmor-unconfined"),
@@ -228,10 +248,13 @@ DENIED_RUN_CASES = [
 
 @pytest.mark.parametrize("args,rule", DENIED_RUN_CASES,
                          ids=[" ".join(a) for a, _ in DENIED_RUN_CASES])
-def test_run_denied(env, tmp_path, no_new_container, args, rule):
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+def test_run_denied(env, request, no_new_container, args, rule):
+    if any("{shared}" in a for a in args):
+        shared = request.getfixturevalue("shared_dir")
+        args = [a.replace("{shared}", str(shared)) for a in args]
     name = unique("denied")
-    r = env.docker("run", "--rm", "--name", name, *args, BB, BUSYBOX, "true", check=False)
+    # No --rm: a container wrongly created must still be there for no_new_container.
+    r = env.docker("run", "--name", name, *args, BB, BUSYBOX, "true", check=False)
     assert_cli_denied(env, r, rule)
     assert "Fix:" in r.stderr
 
