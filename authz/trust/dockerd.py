@@ -1,0 +1,108 @@
+"""Ask dockerd which local image a name or id is: ``GET /images/{ref}/json``.
+
+This request goes through dockerd's authorization chain, so through this plugin too. It is
+an ordinary read request, not marked in any way (nothing a client sends can make a request
+count as the plugin's own); the plugin's policy must allow ``GET /images/*/json``. It is
+served by another gunicorn thread or worker. If none is free, or dockerd does not answer,
+the timeout ends the wait and the check denies: no deadlock, and closed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from urllib.parse import quote, urlsplit
+
+from authz.trust.registry import Deadline
+
+MAX_INSPECT_BYTES = 1024 * 1024
+
+
+class DockerError(Exception):
+    """dockerd did not answer usefully; the check denies."""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class DockerClient:
+    def __init__(self, docker_host: str, timeout: float = 2.0):
+        self.docker_host = docker_host
+        self.timeout = timeout
+        parts = urlsplit(docker_host)
+        if parts.scheme == "unix":
+            self._unix = parts.path or parts.netloc
+            self._tcp = None
+        elif parts.scheme in ("tcp", "http"):
+            if not parts.hostname:
+                raise ValueError(f"docker host {docker_host!r} has no host")
+            self._unix = None
+            self._tcp = (parts.hostname, parts.port or 2375)
+        else:
+            raise ValueError(f"docker host {docker_host!r}: only unix:// and tcp:// are supported")
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._unix:
+            return _UnixHTTPConnection(self._unix, timeout)
+        return http.client.HTTPConnection(*self._tcp, timeout=timeout)
+
+    def inspect_image(self, ref: str, deadline: Deadline) -> dict | None:
+        """The image's inspect JSON (``Id``, ``RepoTags``, ``RepoDigests``...) or None if
+        dockerd has no such image."""
+        timeout = deadline.bound(self.timeout, "asking dockerd for the local image")
+        conn = self._connection(timeout)
+        path = f"/images/{quote(ref, safe='/:@')}/json"
+        try:
+            conn.request("GET", path, headers={"Host": "docker", "User-Agent": "pyauthz-trust/1"})
+            resp = conn.getresponse()
+            body = bytearray()
+            while True:
+                chunk = resp.read(64 * 1024)
+                if not chunk:
+                    break
+                body += chunk
+                if len(body) > MAX_INSPECT_BYTES:
+                    raise DockerError("dockerd's image inspect answer is too large")
+                if deadline.expired():
+                    raise DockerError("decision deadline reached while reading from dockerd")
+        except socket.timeout:
+            raise DockerError(f"dockerd ({self.docker_host}) did not answer within "
+                              f"{timeout:.1f}s (all plugin threads busy?)") from None
+        except OSError as exc:
+            raise DockerError(f"cannot reach dockerd at {self.docker_host}: "
+                              f"{exc.strerror or exc}") from None
+        except http.client.HTTPException as exc:
+            raise DockerError(f"bad answer from dockerd: {exc!r}") from None
+        finally:
+            conn.close()
+        if resp.status == 404:
+            return None
+        if resp.status != 200:
+            try:
+                message = json.loads(body).get("message", "")
+            except (ValueError, AttributeError):
+                message = bytes(body[:200]).decode("utf-8", "replace")
+            raise DockerError(f"dockerd answered {resp.status} to GET {path}: {message}"
+                              + (" (the authorization policy must allow GET /images/*/json)"
+                                 if resp.status == 403 else ""))
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise DockerError("dockerd's image inspect answer is not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("Id"), str):
+            raise DockerError("dockerd's image inspect answer has no Id")
+        return data
