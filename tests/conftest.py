@@ -8,7 +8,9 @@ Fixtures (all integration ones are session-scoped: one dockerd for the whole run
 
 ``plugin_and_dockerd`` (alias ``docker_env``)
     A :class:`tests.support.dockerd.DockerEnv`: the plugin serving a copy of the shipped
-    ``policies/`` in front of a private dockerd, with ``local/busybox:1`` imported.
+    ``policies/`` in front of a private dockerd, with ``local/busybox:1`` imported. The
+    copy's ``trust.yaml`` gets an exception for the unsigned test image
+    (``docker.io/local/busybox``); everything else is the shipped policy.
     ``.docker(*args, check=True, input=None)``, ``.api(method, path, body=None,
     headers=None, raw=False)``, ``.raw_request(bytes)``, ``.decisions(since=0)``,
     ``.log_mark()``, ``.containers_all()``, ``.containers_on_disk()``, ``.logs()``.
@@ -19,8 +21,9 @@ Fixtures (all integration ones are session-scoped: one dockerd for the whole run
     the end of the session.
 
 ``policy_dir_copy``
-    A fresh, writable copy of the shipped ``policies/`` (function-scoped), to add or change
-    files before handing it to ``start_docker_env``.
+    A fresh, writable copy of the shipped ``policies/`` (function-scoped) with the test
+    image's trust exception added (as the default pair has), to add or change files before
+    handing it to ``start_docker_env``. ``shipped_policy_dir_copy``: the same, untouched.
 
 When an integration test fails, the tails of the plugin's and dockerd's output and of the
 decision log of every running pair are attached to its report.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -41,7 +45,9 @@ if str(_REPO) not in sys.path:
 
 from tests.support.dockerd import (  # noqa: E402
     SHIPPED_POLICIES,
+    TEST_TRUST_EXCEPTIONS,
     DockerEnv,
+    add_trust_exceptions,
     missing_requirements,
 )
 
@@ -59,6 +65,17 @@ def _close_all() -> None:
 
 
 atexit.register(_close_all)
+
+
+def _sigterm_to_interrupt(signum, frame):
+    # A SIGTERM'd pytest (CI timeout) would otherwise leave dockerd and the plugin running:
+    # turn it into KeyboardInterrupt so that fixture teardown and atexit run.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -142,6 +159,18 @@ def start_docker_env():
 @pytest.fixture
 def policy_dir_copy(tmp_path):
     dst = tmp_path / "policies"
+    if SHIPPED_POLICIES.is_dir():
+        shutil.copytree(SHIPPED_POLICIES, dst)
+    else:
+        dst.mkdir()
+    add_trust_exceptions(dst, TEST_TRUST_EXCEPTIONS)
+    return dst
+
+
+@pytest.fixture
+def shipped_policy_dir_copy(tmp_path):
+    """An untouched copy of the shipped ``policies/`` (no test exceptions added)."""
+    dst = tmp_path / "shipped-policies"
     if SHIPPED_POLICIES.is_dir():
         shutil.copytree(SHIPPED_POLICIES, dst)
     else:

@@ -366,3 +366,17 @@ def test_no_leftover_dangerous_containers(env):
     assert not [v for v in env.volumes_on_disk()
                 if (v["opts"] or {}).get("MountDevice", "").startswith("/etc")]
 
+
+
+# --------------------------------------------------------------------------- second pair
+
+def test_second_pair_with_shipped_trust_policy(start_docker_env, shipped_policy_dir_copy):
+    """A second plugin+dockerd with another policy dir: the shipped trust policy (no key,
+    no exception) denies the unsigned test image, while the session pair allows it."""
+    if not (shipped_policy_dir_copy / "trust.yaml").is_file():
+        pytest.skip("no image trust policy shipped")
+    other = start_docker_env(policy_dir=shipped_policy_dir_copy)
+    assert other.policy_dir == shipped_policy_dir_copy
+    r = other.docker("run", "--rm", BB, BUSYBOX, "true", check=False)
+    assert_cli_denied(other, r, "image-signature")
+    assert other.containers_all() == []

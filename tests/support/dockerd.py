@@ -92,6 +92,39 @@ def missing_requirements() -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- policy dirs
+
+# The test image is imported locally and unsigned: the shipped trust policy (every image
+# needs a signature) would deny every container of the suite.
+TEST_TRUST_EXCEPTIONS = ("docker.io/local/busybox",)
+
+
+def add_trust_exceptions(policy_dir: str | os.PathLike, patterns: Iterable[str],
+                         reason: str = "pyauthz integration tests: local unsigned test image") -> bool:
+    """Add ``exceptions:`` entries to ``policy_dir/trust.yaml`` (when that file exists).
+
+    Returns whether the file was changed. The file is rewritten by PyYAML (comments lost):
+    only do this to a copy.
+    """
+    import yaml  # a dependency of the plugin itself
+
+    path = Path(policy_dir) / "trust.yaml"
+    if not path.is_file():
+        return False
+    data = yaml.safe_load(path.read_text()) or {}
+    exceptions = list(data.get("exceptions") or [])
+    known = {e.get("pattern") for e in exceptions if isinstance(e, dict)}
+    added = False
+    for pattern in patterns:
+        if pattern not in known:
+            exceptions.append({"pattern": pattern, "reason": reason})
+            added = True
+    if added:
+        data["exceptions"] = exceptions
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return added
+
+
 # --------------------------------------------------------------------------- raw HTTP
 
 class ApiResponse(NamedTuple):
@@ -124,7 +157,12 @@ def unix_http_exchange(sock_path: str, request: bytes, timeout: float = API_TIME
     s.settimeout(timeout)
     try:
         s.connect(sock_path)
-        s.sendall(request)
+        try:
+            s.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            # dockerd may answer (e.g. 403 after the plugin's deny) and close before it has
+            # read a large body: its answer is still waiting in our receive buffer.
+            pass
         resp = http.client.HTTPResponse(s, method=request.split(b" ", 1)[0].decode("latin-1"))
         resp.begin()
         try:
@@ -293,11 +331,15 @@ class DockerEnv:
 
     @classmethod
     def start(cls, policy_dir: str | os.PathLike | None = None, name: str | None = None,
-              import_busybox: bool = True, workers: int = 2) -> "DockerEnv":
+              import_busybox: bool = True, workers: int = 2,
+              trust_exceptions: Sequence[str] = TEST_TRUST_EXCEPTIONS) -> "DockerEnv":
         """Start the plugin, then dockerd; import the busybox image. Raises HarnessError.
 
         ``policy_dir`` defaults to a fresh copy of the shipped ``policies/`` inside the
-        pair's temp dir; after changing files there, call :meth:`reload_policy`.
+        pair's temp dir, where ``trust_exceptions`` (default: the unsigned test image's
+        repository) are added to ``trust.yaml``'s ``exceptions:``; pass ``()`` to keep the
+        shipped trust policy. A ``policy_dir`` given is used as it is (see
+        :func:`add_trust_exceptions`). After changing files there, call :meth:`reload_policy`.
         """
         # Short path: the exec root holds containerd's socket (108-byte limit on unix paths).
         workdir = Path(tempfile.mkdtemp(prefix="pz", dir="/tmp"))
@@ -309,6 +351,8 @@ class DockerEnv:
                 shutil.copytree(SHIPPED_POLICIES, policy_dir)
             else:
                 policy_dir.mkdir()
+            if trust_exceptions:
+                add_trust_exceptions(policy_dir, trust_exceptions)
         env = cls(
             name=name,
             workdir=workdir,
