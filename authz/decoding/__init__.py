@@ -26,10 +26,16 @@ def media_type(content_type: str) -> str:
 
 
 def _maybe_hidden_body(call: AuthzRequest) -> bool:
+    """Whether a body may exist that dockerd did not forward. Go drops Content-Length (and
+    Transfer-Encoding) from chunked requests, and the plugin sees only the last of repeated
+    headers while dockerd acts on the first: so a missing Content-Length with a
+    Content-Type, or any non-zero length, may hide a body."""
     if call.body:
         return False
     length = call.headers.get("Content-Length")
-    return length is None or length.strip() != "0"
+    if length is None:
+        return "Content-Type" in call.headers
+    return length.strip() != "0"
 
 
 def decode(call: AuthzRequest) -> tuple[Target, Decoded]:

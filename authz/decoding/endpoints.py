@@ -62,22 +62,46 @@ class Body:
         return doc
 
 
+    def expect_none(self, endpoint: str) -> None:
+        if self.data or self.maybe_hidden:
+            raise RequestRefused(
+                "request-body-missing",
+                f"{endpoint} takes no body, and this request has one the plugin cannot see "
+                "(dockerd may read it as form values)",
+                "Send no body (Content-Length: 0).",
+            )
+
+
 Decoder = Callable[[Target, Body, Decoded], None]
+
+
+def _no_body(target: Target, body: Body, out: Decoded) -> None:
+    """State-changing endpoints that take no body: a hidden one may be a form."""
+    body.expect_none(out.endpoint)
+
+
+def _binary_body(target: Target, body: Body, out: Decoded) -> None:
+    """Endpoints that take a tar stream (never forwarded): nothing to read."""
+
 
 
 # ---------------------------------------------------------------------------------------
 # Decoders: each fills ``decoded`` from the request; refusals raise RequestRefused.
 
 
-def _container_create(target: Target, body: Body, out: Decoded) -> None:
-    doc = body.json(out.endpoint)
-    # runconfig.ContainerConfigWrapper embeds *container.HostConfig, so HostConfig fields
-    # given at the top level are read when no inner "HostConfig" is given.
+def _host_config_facts(doc: GoObject | None) -> list[Fact]:
+    """runconfig.ContainerConfigWrapper embeds *container.HostConfig, so HostConfig fields
+    given at the top level are what dockerd uses when no (non-null) inner "HostConfig" is
+    given; with one, the top level is ignored (but for a few resource limits)."""
     inner = get_obj(doc, "HostConfig")
     if inner is not None:
-        out.facts += checks.run_checks(checks.HOST_CONFIG_CHECKS, inner, "HostConfig")
-    else:
-        out.facts += checks.run_checks(checks.HOST_CONFIG_CHECKS, doc, "")
+        return checks.run_checks(checks.HOST_CONFIG_CHECKS, inner, "HostConfig")
+    return checks.run_checks(checks.HOST_CONFIG_CHECKS, doc, "")
+
+
+def _container_create(target: Target, body: Body, out: Decoded) -> None:
+    doc = body.json(out.endpoint)
+    out.facts += _host_config_facts(doc)
     networking = get_obj(doc, "NetworkingConfig")
     endpoints = get_map(networking, "EndpointsConfig", "NetworkingConfig")
     for name in endpoints:
@@ -89,11 +113,22 @@ def _container_create(target: Target, body: Body, out: Decoded) -> None:
 
 
 def _container_start(target: Target, body: Body, out: Decoded) -> None:
-    # API < 1.24: a HostConfig in the start body is applied to the container.
+    checkpoint_dir = target.query.get("checkpoint-dir")
+    if checkpoint_dir:
+        out.facts += checks._host_path_facts("host-path", checkpoint_dir, "query checkpoint-dir")
     if not target.version_below("1.24"):
+        body.expect_none(out.endpoint)
         return
+    # API < 1.24: a body (ContainerConfigWrapper) replaces the container's HostConfig.
     doc = body.json(out.endpoint, required=False)
-    out.facts += checks.run_checks(checks.HOST_CONFIG_CHECKS, doc, "HostConfig")
+    out.facts += _host_config_facts(doc)
+
+
+def _checkpoint_create(target: Target, body: Body, out: Decoded) -> None:
+    doc = body.json(out.endpoint)
+    directory = get_str(doc, "CheckpointDir")
+    if directory:
+        out.facts += checks._host_path_facts("host-path", directory, "CheckpointDir")
 
 
 def _container_update(target: Target, body: Body, out: Decoded) -> None:
@@ -117,6 +152,10 @@ def _commit(target: Target, body: Body, out: Decoded) -> None:
 
 def _image_create(target: Target, body: Body, out: Decoded) -> None:
     query = target.query
+    if query.get("fromSrc") != "-":
+        # Only an import from "-" has a (tar) body; any other body could be a form that
+        # dockerd reads as query values (with a first Content-Type header we cannot see).
+        body.expect_none(out.endpoint)
     if "fromSrc" in query or not query.get("fromImage"):
         out.endpoint = "image.import"
         repo = query.get("repo")
@@ -142,6 +181,10 @@ def _image_tag(target: Target, body: Body, out: Decoded) -> None:
 
 def _build(target: Target, body: Body, out: Decoded) -> None:
     query = target.query
+    if query.get("remote"):
+        # A remote (or BuildKit session) build takes no body; one that has a body could
+        # carry form values (networkmode=host) that dockerd reads and we cannot see.
+        body.expect_none(out.endpoint)
     mode = query.get("networkmode")
     out.facts += checks._namespace("namespace.network", mode, "query networkmode")
     for tag in query.getall("t"):
@@ -254,6 +297,11 @@ def _body_json_optional(target: Target, body: Body, out: Decoded) -> None:
 
 R, W = False, True
 _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
+    # checkpoints (experimental); registered before the container routes, as in dockerd,
+    # or DELETE /containers/{name:.*} would take them.
+    ("GET", "/containers/{name:.*}/checkpoints", "checkpoint.list", R, None),
+    ("POST", "/containers/{name:.*}/checkpoints", "checkpoint.create", W, _checkpoint_create),
+    ("DELETE", "/containers/{name}/checkpoints/{checkpoint}", "checkpoint.remove", W, None),
     # system
     ("GET", "/_ping", "system.ping", R, None),
     ("HEAD", "/_ping", "system.ping", R, None),
@@ -292,12 +340,8 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("POST", "/containers/{name:.*}/update", "container.update", W, _container_update),
     ("POST", "/containers/prune", "container.prune", W, None),
     ("POST", "/commit", "image.commit", W, _commit),
-    ("PUT", "/containers/{name:.*}/archive", "container.archive.put", W, None),
+    ("PUT", "/containers/{name:.*}/archive", "container.archive.put", W, _binary_body),
     ("DELETE", "/containers/{name:.*}", "container.remove", W, None),
-    # checkpoints (experimental)
-    ("GET", "/containers/{name:.*}/checkpoints", "checkpoint.list", R, None),
-    ("POST", "/containers/{name:.*}/checkpoints", "checkpoint.create", W, _body_json_optional),
-    ("DELETE", "/containers/{name}/checkpoints/{checkpoint}", "checkpoint.remove", W, None),
     # images
     ("GET", "/images/json", "image.list", R, None),
     ("GET", "/images/search", "image.search", R, None),
@@ -305,7 +349,7 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("GET", "/images/{name:.*}/get", "image.save", R, None),
     ("GET", "/images/{name:.*}/history", "image.history", R, None),
     ("GET", "/images/{name:.*}/json", "image.inspect", R, None),
-    ("POST", "/images/load", "image.load", W, None),
+    ("POST", "/images/load", "image.load", W, _binary_body),
     ("POST", "/images/create", "image.pull", W, _image_create),
     ("POST", "/images/{name:.*}/push", "image.push", W, None),
     ("POST", "/images/{name:.*}/tag", "image.tag", W, _image_tag),
@@ -399,7 +443,10 @@ class Route:
     decoder: Decoder | None
 
 
-ROUTES: tuple[Route, ...] = tuple(Route(m, p, _compile(p), e, w, d) for m, p, e, w, d in _ROUTES)
+ROUTES: tuple[Route, ...] = tuple(
+    Route(m, p, _compile(p), e, w, d if d is not None or not w else _no_body)
+    for m, p, e, w, d in _ROUTES
+)
 _BY_METHOD: dict[str, tuple[Route, ...]] = {}
 for _route in ROUTES:
     _BY_METHOD[_route.method] = _BY_METHOD.get(_route.method, ()) + (_route,)
@@ -413,7 +460,17 @@ for _route in ROUTES:
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
+# Registered outside the versioned table: /debug/* answers any method (pprof, expvar), and
+# OPTIONS on any path is the CORS preflight.
+_DEBUG = Route("*", "/debug/{path:.*}", _compile("/debug/{path:.*}"), "system.debug", False, None)
+_OPTIONS = Route("OPTIONS", "/{path:.*}", _compile("/{path:.*}"), "system.options", False, None)
+
+
 def match_route(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+    if path == "/debug" or path.startswith("/debug/"):
+        return _DEBUG, {}
+    if method == "OPTIONS":
+        return _OPTIONS, {}
     route = _LITERAL.get((method, path))
     if route is not None:
         return route, {}
