@@ -1,0 +1,198 @@
+"""The policy: rules.yaml loading, Casbin evaluation, exceptions, and the shipped default."""
+
+import datetime as dt
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from authz.decoding.facts import Fact
+from authz.policy import Policy, PolicyError
+from authz.policy.engine import path_overlaps
+
+SHIPPED = Path(__file__).resolve().parents[2] / "policies"
+
+
+@pytest.fixture(scope="module")
+def default_policy():
+    return Policy.load(SHIPPED)
+
+
+def policy_with(tmp_path, rules_yaml: str) -> Policy:
+    shutil.copy(SHIPPED / "model.conf", tmp_path / "model.conf")
+    (tmp_path / "rules.yaml").write_text(textwrap.dedent(rules_yaml))
+    return Policy.load(tmp_path)
+
+
+def violated(policy, kind, value, *, subject="anonymous", endpoint="container.create", image=""):
+    result = policy.evaluate(subject, endpoint, image, [Fact(kind, value, "HostConfig.X")])
+    return sorted(v.rule for v in result.violations)
+
+
+# Every rule of the shipped policy, with a fact it denies and one it leaves alone.
+@pytest.mark.parametrize("rule, denied, allowed", [
+    ("privileged", ("privileged", "true"), ("privileged", "false")),
+    ("host-network", ("namespace.network", "host"), ("namespace.network", "bridge")),
+    ("host-pid", ("namespace.pid", "host"), None),
+    ("host-ipc", ("namespace.ipc", "host"), None),
+    ("host-uts", ("namespace.uts", "host"), None),
+    ("host-userns", ("namespace.userns", "host"), None),
+    ("host-cgroupns", ("namespace.cgroup", "host"), None),
+    ("shared-namespaces", ("namespace.pid", "container"), None),
+    ("capabilities", ("capability", "SYS_ADMIN"), ("capability", "NET_BIND_SERVICE")),
+    ("capabilities", ("capability", "ALL"), ("capability", "CHOWN")),
+    ("devices", ("device", "/dev/sda"), None),
+    ("devices", ("device", "request:nvidia"), None),
+    ("sensitive-host-mounts", ("host-path", "/"), ("host-path", "/srv/data")),
+    ("sensitive-host-mounts", ("host-path", "/var"), ("host-path", "/var/tmp/x")),
+    ("sensitive-host-mounts", ("host-path", "/etc/ssl"), ("host-path", "/etc/localtime")),
+    ("sensitive-host-mounts", ("host-path", "/run/docker.sock"), ("host-path", "/run/user/1000")),
+    ("sensitive-host-mounts", ("host-path", "/var/lib/docker/volumes"), ("host-path", "/home/u/p")),
+    ("sensitive-host-mounts", ("host-path", "/usr"), ("host-path", "/usr/share/zoneinfo/Etc/UTC")),
+    ("mount-propagation", ("mount-propagation", "rshared"), ("mount-propagation", "rslave")),
+    ("seccomp-unconfined", ("seccomp", "unconfined"), ("seccomp", "default")),
+    ("apparmor-unconfined", ("apparmor", "unconfined"), ("apparmor", "my-profile")),
+    ("selinux-disabled", ("selinux", "disable"), ("selinux", "level:s0:c1")),
+    ("masked-paths", ("masked-paths", "reduced"), None),
+    ("unsafe-sysctls", ("sysctl", "kernel.msgmax"), ("sysctl", "net.ipv4.ip_unprivileged_port_start")),
+    ("plugin-privileges", ("plugin.privilege", "network=host"), None),
+    ("swarm-membership", ("endpoint", "swarm.join"), ("endpoint", "swarm.leave")),
+    ("opaque-endpoints", ("endpoint", "build.grpc"), ("endpoint", "build")),
+    ("daemon-debug", ("endpoint", "system.debug"), ("endpoint", "system.ping")),
+    ("unknown-write-endpoint", ("endpoint", "unknown.write"), ("endpoint", "unknown.read")),
+])
+def test_default_rules(default_policy, rule, denied, allowed):
+    assert violated(default_policy, *denied) == [rule]
+    if allowed:
+        assert violated(default_policy, *allowed) == []
+
+
+def test_audit_effect_reports_without_denying(default_policy):
+    result = default_policy.evaluate("anonymous", "container.create", "", [Fact("seccomp", "custom", "x")])
+    assert [(v.rule, v.effect) for v in result.violations] == [("seccomp-custom-profile", "audit")]
+
+
+def test_every_rule_has_message_fix_and_reference(default_policy):
+    for rule in default_policy.ruleset.rules:
+        assert rule.message and rule.fix and rule.reference, rule.id
+
+
+@pytest.mark.parametrize("path, protected, expected", [
+    ("/", "/etc", True), ("/etc", "/etc", True), ("/etc/x", "/etc", True), ("/etcetera", "/etc", False),
+    ("/var", "/var/run/docker.sock", True), ("/var/run/docker.sock", "/var/run/docker.sock", True),
+    ("/var/tmp", "/var/run/docker.sock", False), ("/etc/", "/etc", True),
+])
+def test_path_overlap(path, protected, expected):
+    assert path_overlaps(path, protected) is expected
+
+
+RULES = """
+    version: 1
+    roles:
+      admins: [alice]
+    rules:
+      - id: caps
+        match:
+          fact: capability
+          values: ["*"]
+          except: [CHOWN]
+        message: m
+        fix: f
+      - id: net-admin
+        match:
+          fact: capability
+          values: [NET_ADMIN]
+        message: m2
+        fix: f2
+    exceptions:
+      - id: admins-net
+        rules: [caps]
+        subjects: ["role:admins"]
+        values: [NET_ADMIN]
+        reason: needed
+      - id: tool-image
+        rules: [caps]
+        subjects: ["*"]
+        images: ["127.0.0.1:5000/tools/*"]
+        endpoints: [container.create]
+        reason: tooling
+      - id: old
+        rules: [net-admin]
+        subjects: ["*"]
+        reason: gone
+        expires: 2000-01-01
+"""
+
+
+def test_exceptions_lift_only_their_rule(tmp_path):
+    policy = policy_with(tmp_path, RULES)
+    # alice's exception lifts "caps" for NET_ADMIN but not the separate "net-admin" rule
+    assert violated(policy, "capability", "NET_ADMIN", subject="alice") == ["net-admin"]
+    assert violated(policy, "capability", "NET_ADMIN", subject="bob") == ["caps", "net-admin"]
+    assert violated(policy, "capability", "SYS_ADMIN", subject="alice") == ["caps"]
+    # "except" values leave only their own rule
+    assert violated(policy, "capability", "CHOWN") == []
+
+
+def test_image_and_endpoint_scoped_exception(tmp_path):
+    policy = policy_with(tmp_path, RULES)
+    img = "127.0.0.1:5000/tools/probe:1"
+    assert violated(policy, "capability", "SYS_ADMIN", image=img) == []
+    assert violated(policy, "capability", "SYS_ADMIN", image="127.0.0.1:5000/tools/a/b:1") == ["caps"]
+    assert violated(policy, "capability", "SYS_ADMIN", image=img, endpoint="service.create") == ["caps"]
+    result = policy.evaluate("anonymous", "container.create", img, [Fact("capability", "SYS_ADMIN", "x")])
+    assert [(e.exception, e.rule) for e in result.exemptions] == [("tool-image", "caps")]
+
+
+def test_expired_exception_no_longer_applies(tmp_path):
+    policy = policy_with(tmp_path, RULES)
+    assert "net-admin" in violated(policy, "capability", "NET_ADMIN")
+    assert any("expired" in w for w in policy.warnings)
+
+
+def test_answers_are_memoized(tmp_path):
+    policy = policy_with(tmp_path, RULES)
+    violated(policy, "capability", "SYS_ADMIN")
+    enforcer = policy._enforcers[0]
+    enforcer._enforcer = None  # a second identical question must not reach Casbin
+    assert violated(policy, "capability", "SYS_ADMIN") == ["caps"]
+
+
+@pytest.mark.parametrize("yaml_text, error", [
+    ("rules: [{id: x, match: {fact: a}, message: m}]", "'fix' is required"),
+    ("rules: [{id: x, match: {fact: a}, fix: f}]", "'message' is required"),
+    ("rules: [{id: X Y, match: {fact: a}, message: m, fix: f}]", "rule id"),
+    ("rules: [{id: request-x, match: {fact: a}, message: m, fix: f}]", "reserved"),
+    ("rules: [{id: x, effect: allow, match: {fact: a}, message: m, fix: f}]", "effect"),
+    ("rules: [{id: x, match: {fact: a, valuez: [b]}, message: m, fix: f}]", "unknown key"),
+    ("rules: [{id: x, match: {fact: a, paths: [etc]}, message: m, fix: f}]", "not absolute"),
+    ("rules: [{id: x, match: {fact: a}, message: m, fix: f}, {id: x, match: {fact: a}, message: m, fix: f}]",
+     "duplicate"),
+    ("rules: []\nexceptions: [{id: e, rules: [nope], subjects: ['*'], reason: r}]", "no rule 'nope'"),
+    ("rules: [{id: x, match: {fact: a}, message: m, fix: f}]\nexceptions: [{id: e, rules: [x], reason: r}]",
+     "'subjects' is required"),
+    ("rules: [{id: x, match: {fact: a}, message: m, fix: f}]\n"
+     "exceptions: [{id: e, rules: [x], subjects: ['role:ghosts'], reason: r}]", "no role 'ghosts'"),
+    ("rules: [{id: x, match: {fact: a}, message: m, fix: f}]\nexceptions: [{id: e, rules: [x], subjects: ['*']}]",
+     "'reason' is required"),
+    ("version: 2\nrules: []", "unsupported version"),
+    ("rules: [", "not valid YAML"),
+])
+def test_invalid_policies_name_file_and_problem(tmp_path, yaml_text, error):
+    with pytest.raises(PolicyError) as info:
+        policy_with(tmp_path, yaml_text)
+    assert error in str(info.value)
+    assert "rules.yaml" in str(info.value)
+
+
+def test_error_names_the_line(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        policy_with(tmp_path, "version: 1\nrules:\n  - id: ok\n    match: {fact: a}\n    message: m\n")
+    assert "rules.yaml:3:" in str(info.value)
+
+
+def test_revision_changes_with_any_policy_file(tmp_path):
+    first = policy_with(tmp_path, RULES).revision
+    (tmp_path / "rules.yaml").write_text((tmp_path / "rules.yaml").read_text() + "\n# note\n")
+    assert Policy.load(tmp_path).revision != first
