@@ -83,7 +83,7 @@ def pytest_collection_modifyitems(config, items):
     checked = False
     for item in items:
         try:
-            is_integration = Path(str(item.fspath)).resolve().is_relative_to(_INTEGRATION_DIR)
+            is_integration = Path(item.path).resolve().is_relative_to(_INTEGRATION_DIR)
         except (OSError, ValueError):
             is_integration = False
         if not is_integration:

@@ -235,6 +235,7 @@ def test_legacy_start_with_hostconfig(env, created_container, body):
     hc = next(c["hostconfig"] for c in env.containers_on_disk() if c["id"] == created_container)
     assert not hc.get("Privileged")
     assert not hc.get("Binds")
+    assert dangerous_containers(env) == []
 
 
 def test_current_start_without_body_allowed(env, created_container):

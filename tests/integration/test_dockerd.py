@@ -141,15 +141,26 @@ def test_network_none(env):
     assert r.stdout == "isolated\n"
 
 
-def test_publish_port_create(env):
-    # --bridge=none: there is no bridge network to start a published container on, but
-    # creating it is enough for the plugin (PortBindings on 127.0.0.1).
+def test_publish_port(env):
     name = unique("ports")
     env.docker("create", "--name", name, "-p", "127.0.0.1::80", "-p", "127.0.0.1:18080:8080/tcp",
                BB, BUSYBOX, "true")
     hc = json.loads(env.docker("inspect", name).stdout)[0]["HostConfig"]
     assert "80/tcp" in hc["PortBindings"]
     env.docker("rm", name)
+    # dockerd runs with --bridge=none: the default network mode has no bridge, but a run
+    # with a published port still works (and is what users do).
+    run_bb(env, "-p", "127.0.0.1::80")
+
+
+def test_user_defined_network(env):
+    net = unique("net")
+    env.docker("network", "create", net)
+    try:
+        r = run_bb(env, "--network", net, "-p", "127.0.0.1::8080", "--", "echo", "on-net")
+        assert r.stdout == "on-net\n"
+    finally:
+        env.docker("network", "rm", net, check=False)
 
 
 def test_harmless_bind(env, tmp_path):
