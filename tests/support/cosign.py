@@ -240,3 +240,34 @@ class Pusher:
             "layers": descriptors,
         }, separators=(",", ":")).encode()
         return self.push_manifest(name, tag, manifest, OCI_MANIFEST)
+
+
+# --------------------------------------------------------------------------- trust.yaml
+
+def write_trust_policy(directory, *, keys: dict[str, Key] | None = None,
+                       insecure: list[str] = (), extra: str = "",
+                       timeouts: str = "") -> "object":
+    """Write ``directory/trust.yaml`` trusting ``keys`` (name -> Key, written as PEM files
+    beside it) with plain HTTP for the ``insecure`` hosts; ``extra`` is appended YAML
+    (rules, exceptions, default...). Returns the directory."""
+    from pathlib import Path
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["version: 1"]
+    if keys:
+        lines.append("keys:")
+        for name, key in keys.items():
+            (directory / f"{name}.pub").write_bytes(key.public_pem)
+            lines += [f"  - name: {name}", f"    file: {name}.pub"]
+    else:
+        lines.append("keys: []")
+    if insecure:
+        lines.append("registries:")
+        for host in insecure:
+            lines += [f'  "{host}":', "    insecure: true"]
+    if timeouts:
+        lines.append(timeouts.rstrip())
+    if extra:
+        lines.append(extra.rstrip())
+    (directory / "trust.yaml").write_text("\n".join(lines) + "\n")
+    return directory

@@ -257,7 +257,7 @@ class FakeRegistry:
 
     # -- lifecycle
     def start(self) -> "FakeRegistry":
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
