@@ -62,5 +62,31 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         raise click.ClickException(str(exc))
 
 
+@main.command("check-policy")
+@click.argument("policy_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                required=False)
+def check_policy_command(policy_dir) -> None:
+    """Load a policy directory as `serve` would, and report problems (exit 1) or a summary.
+
+    Run it before sending SIGHUP to a running plugin: a policy that does not load stops the
+    plugin's workers, and dockerd then fails every call until it is fixed."""
+    from authz.app import AppConfig, _load_trust
+    from authz.policy import Policy
+
+    directory = policy_dir or default_policy_dir()
+    try:
+        policy = Policy.load(directory)
+        trust = _load_trust(AppConfig(policy_dir=directory, docker_host=None))
+    except Exception as exc:  # noqa: BLE001
+        raise click.ClickException(str(exc))
+    ruleset = policy.ruleset
+    click.echo(f"{directory}: revision {policy.revision}")
+    click.echo(f"  {len(ruleset.rules)} rules, {len(ruleset.exceptions)} exceptions, "
+               f"{len(ruleset.roles)} roles")
+    warnings = policy.warnings + (trust.startup_warnings() if trust is not None else [])
+    for warning in warnings:
+        click.echo(f"  warning: {warning}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
