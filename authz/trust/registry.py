@@ -195,8 +195,14 @@ class RegistryClient:
             return self._session().get(url, headers=headers, timeout=timeout, stream=True,
                                        verify=self._verify(settings), allow_redirects=True)
         except requests.exceptions.SSLError as exc:
-            raise RegistryUnreachable(f"TLS verification of {urlsplit(url).netloc} failed "
-                                      f"({_short(exc)}); set ca_file for it in trust.yaml") from None
+            host = urlsplit(url).netloc
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+                raise RegistryUnreachable(f"TLS verification of {host} failed: its certificate "
+                                          f"is not trusted ({_short(exc)}); set ca_file for it "
+                                          f"under `registries:` in trust.yaml") from None
+            raise RegistryUnreachable(f"TLS handshake with {host} failed ({_short(exc)}); if "
+                                      f"it serves plain HTTP, only `insecure: true` for it under "
+                                      f"`registries:` in trust.yaml allows that") from None
         except requests.exceptions.Timeout:
             raise RegistryUnreachable(f"registry {urlsplit(url).netloc} timed out ({what})") from None
         except requests.exceptions.RequestException as exc:

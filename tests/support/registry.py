@@ -233,6 +233,7 @@ class FakeRegistry:
                  password: str = "s3cret-pw", tls: tuple[Path, Path] | None = None):
         self.auth = auth
         self.user, self.password = user, password
+        self.realm: str | None = None          # bearer token service URL (default: own /token)
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}   # (name, ref) -> (body, type)
         self.served_blob_override: dict[str, bytes] = {}   # digest -> bytes served instead
@@ -245,6 +246,7 @@ class FakeRegistry:
         handler = self._handler_class()
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
+        self._conns: set = set()
         if tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(str(tls[0]), str(tls[1]))
@@ -262,8 +264,15 @@ class FakeRegistry:
         return self
 
     def stop(self) -> None:
+        """Stop like a registry that goes down: also drop kept-alive connections."""
         self.server.shutdown()
         self.server.server_close()
+        for conn in list(self._conns):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._conns.clear()
 
     def __enter__(self) -> "FakeRegistry":
         return self.start()
@@ -309,7 +318,8 @@ class FakeRegistry:
         if self.auth == "basic":
             return 'Basic realm="fake-registry"'
         scope = f',scope="repository:{name}:pull"' if name else ""
-        return f'Bearer realm="{self.url}/token",service="fake-registry"{scope}'
+        realm = self.realm or f"{self.url}/token"
+        return f'Bearer realm="{realm}",service="fake-registry"{scope}'
 
     def _handler_class(self):
         reg = self
@@ -319,6 +329,14 @@ class FakeRegistry:
 
             def log_message(self, *args):  # quiet
                 pass
+
+            def setup(self):
+                super().setup()
+                reg._conns.add(self.connection)
+
+            def finish(self):
+                reg._conns.discard(self.connection)
+                super().finish()
 
             def _send(self, status, body=b"", headers=None):
                 self.send_response(status)
