@@ -1,0 +1,370 @@
+"""check_run: the local image, resolved through (a stand-in for) dockerd's API, must be the
+config of a registry manifest whose digest carries a valid signature. Local re-tags,
+load/import/commit/build output and forged repo digests are denied."""
+
+import json
+import os
+import socket
+import socketserver
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from authz.trust import ImageTrust
+from authz.trust.reference import InvalidReference, is_image_id, parse_reference
+from tests.support.cosign import Key, Pusher, write_trust_policy
+from tests.support.registry import FakeRegistry
+
+NAME = "team/app"
+
+
+class FakeDockerd:
+    """``GET /images/{ref}/json`` over a unix socket, resolving like dockerd's GetImage:
+    an id, then the reference store (a digest wins over a tag, bare name = :latest), then
+    an id prefix."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        self.images: list[dict] = []
+        self.status: tuple[int, str] | None = None   # force an error answer
+        self.hang = False
+        self.requests: list[dict] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def address_string(self):
+                return "unix"
+
+            def do_GET(self):
+                owner.requests.append({"path": self.path, "headers": dict(self.headers)})
+                if owner.hang:
+                    time.sleep(30)
+                    return
+                if owner.status:
+                    code, msg = owner.status
+                    return self._json(code, {"message": msg})
+                if not (self.path.startswith("/images/") and self.path.endswith("/json")):
+                    return self._json(404, {"message": "page not found"})
+                image = owner.resolve(unquote(self.path[len("/images/"):-len("/json")]))
+                if image is None:
+                    return self._json(404, {"message": "No such image"})
+                self._json(200, image)
+
+            def _json(self, code, data):
+                body = json.dumps(data).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        self.server = Server(self.path, Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.path}"
+
+    def add(self, image_id, tags=(), digests=(), arch="amd64"):
+        self.images.append({"Id": image_id, "RepoTags": list(tags), "RepoDigests": list(digests),
+                            "Os": "linux", "Architecture": arch})
+
+    def resolve(self, ref: str):
+        if is_image_id(ref):
+            want = ref if ref.startswith("sha256:") else f"sha256:{ref}"
+            return next((i for i in self.images if i["Id"] == want), None)
+        try:
+            r = parse_reference(ref)
+        except InvalidReference:
+            r = None
+        if r is not None:
+            if r.digest:
+                want = str(r.favor_digest())
+                found = [i for i in self.images
+                         if want in (str(parse_reference(d)) for d in i["RepoDigests"])]
+            else:
+                want = str(r.with_default_tag())
+                found = [i for i in self.images
+                         if want in (str(parse_reference(t)) for t in i["RepoTags"])]
+            if found:
+                return found[0]
+        prefix = ref.removeprefix("sha256:")
+        hits = [i for i in self.images if i["Id"].removeprefix("sha256:").startswith(prefix)]
+        return hits[0] if len(hits) == 1 else None
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def key():
+    return Key()
+
+
+@pytest.fixture
+def registry():
+    with FakeRegistry() as reg:
+        yield reg
+
+
+@pytest.fixture
+def pusher(registry):
+    return Pusher(registry.url)
+
+
+@pytest.fixture
+def dockerd(tmp_path):
+    d = FakeDockerd(tmp_path / "docker.sock")
+    yield d
+    d.close()
+
+
+def make_trust(tmp_path, registry, dockerd, key, extra="", **kw) -> ImageTrust:
+    write_trust_policy(tmp_path / "p", keys={"team": key}, insecure=[registry.host], extra=extra,
+                       **kw)
+    return ImageTrust(ImageTrust.load(tmp_path / "p", None).policy, dockerd.host)
+
+
+@pytest.fixture
+def trust(tmp_path, registry, dockerd, key):
+    return make_trust(tmp_path, registry, dockerd, key)
+
+
+def pulled(registry, dockerd, img, tag="1"):
+    """What dockerd records after `docker pull REG/team/app:TAG`."""
+    repo = f"{registry.host}/{img.name}"
+    dockerd.add(img.config_digest, tags=[f"{repo}:{tag}"], digests=[f"{repo}@{img.digest}"])
+
+
+# ------------------------------------------------------------------ allowed
+
+def test_signed_pulled_image_runs(registry, pusher, dockerd, trust, key):
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    pulled(registry, dockerd, img)
+    result = trust.check_run(f"{registry.host}/{NAME}:1")
+    assert result.allowed, result.message
+    assert result.rule == "image-signature"
+    assert result.digest == img.digest
+    assert result.image_id == img.config_digest
+    assert result.key_fingerprint == key.fingerprint
+    assert result.reference == f"{registry.host}/{NAME}:1"
+    assert dockerd.requests[0]["path"] == f"/images/{registry.host}/{NAME}:1/json"
+    # an ordinary request: nothing in it marks it as the plugin's own
+    assert not any(h.lower().startswith("x-") for h in dockerd.requests[0]["headers"])
+
+
+@pytest.mark.parametrize("how", ["full-id", "bare-hex", "short-id", "digest-ref"])
+def test_signed_image_runs_by_id_or_digest(registry, pusher, dockerd, trust, key, how):
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    pulled(registry, dockerd, img)
+    hexid = img.config_digest.removeprefix("sha256:")
+    reference = {"full-id": img.config_digest, "bare-hex": hexid, "short-id": hexid[:12],
+                 "digest-ref": f"{registry.host}/{NAME}@{img.digest}"}[how]
+    result = trust.check_run(reference)
+    assert result.allowed, result.message
+    assert result.digest == img.digest
+
+
+def test_index_signed_or_platform_manifest_signed(registry, pusher, dockerd, trust, key):
+    amd = pusher.push_image(NAME, None, seed="amd")
+    arm = pusher.push_image(NAME, None, seed="arm", architecture="arm64")
+    index = pusher.push_index(NAME, "multi", [(arm, "arm64"), (amd, "amd64")])
+    repo = f"{registry.host}/{NAME}"
+    dockerd.add(amd.config_digest, tags=[f"{repo}:multi"], digests=[f"{repo}@{index}"])
+    denied = trust.check_run(f"{repo}:multi")
+    assert not denied.allowed
+    pusher.sign(NAME, amd.digest, key)                 # the platform manifest only
+    ok = trust.check_run(f"{repo}:multi")
+    assert ok.allowed and ok.digest == amd.digest, ok.message
+
+
+def test_index_signature_covers_its_platform_manifests(tmp_path, registry, pusher, dockerd, key):
+    trust = make_trust(tmp_path, registry, dockerd, key)
+    amd = pusher.push_image(NAME, None, seed="amd")
+    index = pusher.push_index(NAME, "multi", [(amd, "amd64")])
+    pusher.sign(NAME, index, key)
+    repo = f"{registry.host}/{NAME}"
+    dockerd.add(amd.config_digest, tags=[f"{repo}:multi"], digests=[f"{repo}@{index}"])
+    result = trust.check_run(f"{repo}:multi")
+    assert result.allowed and result.digest == index, result.message
+
+
+def test_containerd_store_id_is_the_manifest_digest(registry, pusher, dockerd, trust, key):
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    repo = f"{registry.host}/{NAME}"
+    dockerd.add(img.digest, tags=[f"{repo}:1"], digests=[f"{repo}@{img.digest}"])
+    assert trust.check_run(f"{repo}:1").allowed
+
+
+def test_second_repo_digest_may_be_the_signed_one(registry, pusher, dockerd, trust, key):
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    repo = f"{registry.host}/{NAME}"
+    bogus = "sha256:" + "0" * 64
+    dockerd.add(img.config_digest, tags=[f"{repo}:1"],
+                digests=[f"{repo}@{bogus}", f"{repo}@{img.digest}"])
+    assert trust.check_run(f"{repo}:1").allowed
+
+
+def test_image_not_present_locally_is_left_to_dockerd(registry, dockerd, trust):
+    result = trust.check_run(f"{registry.host}/{NAME}:9")
+    assert result.allowed and result.rule == "image-not-local"
+
+
+def test_exception_by_name_for_a_local_image(tmp_path, registry, dockerd, key):
+    trust = make_trust(tmp_path, registry, dockerd, key, extra=(
+        "exceptions:\n  - pattern: docker.io/local/busybox\n    reason: test image, imported\n"))
+    dockerd.add("sha256:" + "1" * 64, tags=["local/busybox:1"])
+    result = trust.check_run("local/busybox:1")
+    assert result.allowed and result.rule == "image-unsigned-exception"
+    assert result.image_id == "sha256:" + "1" * 64
+    by_id = trust.check_run("1" * 12)
+    assert by_id.allowed and by_id.rule == "image-unsigned-exception"
+
+
+# ------------------------------------------------------------------ denied
+
+def test_unsigned_pulled_image(registry, pusher, dockerd, trust):
+    img = pusher.push_image(NAME, "1")
+    pulled(registry, dockerd, img)
+    result = trust.check_run(f"{registry.host}/{NAME}:1")
+    assert not result.allowed and "no signature" in result.found
+    assert f"{registry.host}/{NAME}@{img.digest}" in result.fix
+    assert result.image_id == img.config_digest
+
+
+def test_local_retag_of_an_unsigned_image(registry, pusher, dockerd, trust, key):
+    """docker tag evil REG/team/app:1 -- the name is signed elsewhere, the image is not."""
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    evil = "sha256:" + "e" * 64
+    dockerd.add(evil, tags=[f"{registry.host}/{NAME}:1"])
+    result = trust.check_run(f"{registry.host}/{NAME}:1")
+    assert not result.allowed
+    assert f"no digest from {registry.host}/{NAME}" in result.found
+    assert "load, import, commit or build" in result.found
+    assert result.image_id == evil
+
+
+def test_retag_of_an_image_signed_for_another_repository(registry, pusher, dockerd, trust, key):
+    other = pusher.push_image("team/other", "1", seed="other")
+    pusher.sign("team/other", other.digest, key)
+    repo_other = f"{registry.host}/team/other"
+    dockerd.add(other.config_digest, tags=[f"{repo_other}:1", f"{registry.host}/{NAME}:1"],
+                digests=[f"{repo_other}@{other.digest}"])
+    as_app = trust.check_run(f"{registry.host}/{NAME}:1")
+    assert not as_app.allowed and f"no digest from {registry.host}/{NAME}" in as_app.found
+    # by its own name, or by id, it is the signed team/other image
+    assert trust.check_run(f"{repo_other}:1").allowed
+    assert trust.check_run(other.config_digest).allowed
+
+
+def test_forged_repo_digest_does_not_match_the_config(registry, pusher, dockerd, trust, key):
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    evil = "sha256:" + "e" * 64
+    repo = f"{registry.host}/{NAME}"
+    dockerd.add(evil, tags=[f"{repo}:1"], digests=[f"{repo}@{img.digest}"])
+    result = trust.check_run(f"{repo}:1")
+    assert not result.allowed
+    assert f"has config {img.config_digest}, not the local image {evil}" in result.found
+
+
+def test_loaded_or_imported_image_without_digest(registry, dockerd, trust):
+    dockerd.add("sha256:" + "2" * 64, tags=["local/busybox:1"])
+    result = trust.check_run("local/busybox:1")
+    assert not result.allowed and "no digest from docker.io/local/busybox" in result.found
+
+
+def test_nameless_image_by_id(registry, dockerd, trust):
+    dockerd.add("sha256:" + "3" * 64)
+    result = trust.check_run("3" * 64)
+    assert not result.allowed and "no name and no registry digest" in result.found
+
+
+def test_platform_not_in_index(registry, pusher, dockerd, trust, key):
+    amd = pusher.push_image(NAME, None, seed="amd")
+    index = pusher.push_index(NAME, "multi", [(amd, "amd64")])
+    pusher.sign(NAME, index, key)
+    repo = f"{registry.host}/{NAME}"
+    dockerd.add("sha256:" + "4" * 64, tags=[f"{repo}:multi"], digests=[f"{repo}@{index}"])
+    result = trust.check_run(f"{repo}:multi")
+    assert not result.allowed and "no platform manifest" in result.found
+
+
+def test_rejected_name(tmp_path, registry, dockerd, key):
+    trust = make_trust(tmp_path, registry, dockerd, key, extra=(
+        "rules:\n  - pattern: docker.io\n    require: reject\n    reason: use the mirror\n"))
+    dockerd.add("sha256:" + "5" * 64, tags=["busybox:latest"])
+    result = trust.check_run("busybox")
+    assert not result.allowed and result.rule == "image-rejected" and "use the mirror" in result.found
+
+
+def test_dockerd_refuses_the_inspect(registry, dockerd, trust):
+    dockerd.status = (403, "authorization denied by plugin pyauthz: nope")
+    result = trust.check_run(f"{registry.host}/{NAME}:1")
+    assert not result.allowed and result.rule == "image-trust-error"
+    assert "GET /images/*/json" in result.found
+
+
+def test_dockerd_missing(tmp_path, registry, key):
+    write_trust_policy(tmp_path, keys={"team": key}, insecure=[registry.host])
+    trust = ImageTrust.load(tmp_path, f"unix://{tmp_path}/nothing.sock")
+    result = trust.check_run("busybox")
+    assert not result.allowed and "cannot reach dockerd" in result.found
+    assert not ImageTrust.load(tmp_path, None).check_run("busybox").allowed
+
+
+def test_dockerd_that_never_answers_ends_within_the_deadline(registry, dockerd, trust):
+    """All plugin threads busy (or dockerd stuck): the inspect times out and the check
+    denies -- it never waits for ever."""
+    dockerd.hang = True
+    started = time.monotonic()
+    result = trust.check_run(f"{registry.host}/{NAME}:1")
+    elapsed = time.monotonic() - started
+    assert not result.allowed and "did not answer" in result.found
+    assert elapsed < trust.policy.timeouts.decision + 1.0, elapsed
+
+
+def test_registry_down_uses_a_cached_run_verification(tmp_path, pusher, registry, dockerd, key):
+    trust = make_trust(tmp_path, registry, dockerd, key)
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    pulled(registry, dockerd, img)
+    assert trust.check_run(f"{registry.host}/{NAME}:1").allowed
+    registry.stop()
+    cached = trust.check_run(f"{registry.host}/{NAME}:1")
+    assert cached.allowed and cached.cached
+    fresh = make_trust(tmp_path, registry, dockerd, key)       # empty cache
+    down = fresh.check_run(f"{registry.host}/{NAME}:1")
+    assert not down.allowed and "unreachable" in down.found and "must answer" in down.fix
+
+
+def test_no_key_configured_denies_with_where_to_add_it(tmp_path, registry, dockerd):
+    write_trust_policy(tmp_path, keys={}, insecure=[registry.host])
+    trust = ImageTrust.load(tmp_path, dockerd.host)
+    dockerd.add("sha256:" + "6" * 64, tags=["local/busybox:1"])
+    result = trust.check_run("local/busybox:1")
+    assert not result.allowed and "no trusted key" in result.found
+    assert f"{tmp_path / 'trust.yaml'} line 2" in result.fix
