@@ -4,7 +4,6 @@ load/import/commit/build output and forged repo digests are denied."""
 
 import json
 import os
-import socket
 import socketserver
 import threading
 import time
