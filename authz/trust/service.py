@@ -10,6 +10,11 @@
   signature. A local tag, ``docker load``/``import``/``commit``/``build`` output has no such
   digest and is denied.
 
+Pass references as the request carries them: ``check_run`` the container's ``Image``
+string exactly (an id, an id prefix or a name: dockerd resolves it, and so does this
+module); ``check_pull`` fromImage joined with tag as dockerd joins them (see
+``reference.pull_reference``), keeping a bare name bare (it means every tag).
+
 Every check ends within the policy's decision deadline (4 s by default): registry and
 dockerd calls are bounded by it, and the check runs on a small pool so that the caller's
 wait is bounded even if a socket misbehaves. Anything unexpected denies.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -369,6 +375,20 @@ class ImageTrust:
                                f"the local image could not be resolved: {exc}",
                                "retry; check that dockerd answers and that the policy allows "
                                "GET /images/*/json")
+        if info is None and ref is not None:
+            # A caller that normalized an image id as if it were a name ("e1aa26f1b185" ->
+            # docker.io/library/e1aa26f1b185:latest) would hide the image dockerd runs:
+            # look the id up too, and judge that image if there is one.
+            alias = _id_behind_name(ref)
+            if alias is not None:
+                try:
+                    info = self._docker.inspect_image(alias, deadline)
+                except DockerError as exc:
+                    return TrustResult(False, RULE_ERROR, shown, None, None,
+                                       f"the local image could not be resolved: {exc}",
+                                       "retry; check that dockerd answers")
+                if info is not None:
+                    ref = None
         if info is None:
             return TrustResult(True, RULE_NOT_LOCAL, str(ref.with_default_tag()) if ref else shown,
                                None, None, "no such local image: dockerd refuses the create, and "
@@ -505,6 +525,22 @@ def _display(reference) -> str:
     except InvalidReference:
         pass
     return text[:200]
+
+
+_HEX_RE = re.compile(r"^[0-9a-f]{1,64}$")
+
+
+def _id_behind_name(ref: Reference) -> str | None:
+    """The image id (prefix) a Docker Hub official-image name may stand for when it was
+    made from an id: ``library/<hex>[:latest]`` or ``library/sha256:<64 hex>``."""
+    if ref.domain != "docker.io" or ref.digest or not ref.path.startswith("library/"):
+        return None
+    name = ref.path.removeprefix("library/")
+    if name == "sha256" and ref.tag and len(ref.tag) == 64 and _HEX_RE.match(ref.tag):
+        return f"sha256:{ref.tag}"
+    if _HEX_RE.match(name) and ref.tag in (None, "latest"):
+        return name
+    return None
 
 
 def _parse_all(items) -> list[Reference]:

@@ -159,9 +159,6 @@ def test_import_and_load_do_not_run(trust_env, tmp_path):
         env.docker("rmi", imported, check=False)
 
 
-@pytest.mark.xfail(strict=True, reason="the pipeline passes check_run a normalized reference "
-                   "(docker.io/library/<id>:latest) instead of the Image string dockerd resolves, "
-                   "so an unsigned image run by id is taken for an absent image")
 def test_unsigned_image_by_id_does_not_run(trust_env):
     env = trust_env.env
     evil_id = committed_image(env, "local/evil:byid")

@@ -367,3 +367,26 @@ def test_no_key_configured_denies_with_where_to_add_it(tmp_path, registry, docke
     result = trust.check_run("local/busybox:1")
     assert not result.allowed and "no trusted key" in result.found
     assert f"{tmp_path / 'trust.yaml'} line 2" in result.fix
+
+
+@pytest.mark.parametrize("form", ["short", "full"])
+def test_an_id_normalized_as_a_name_is_still_judged(registry, pusher, dockerd, trust, key, form):
+    """A caller that turned `docker run e1aa26f1b185` into docker.io/library/e1aa26f1b185:latest
+    must not make an unsigned local image look absent."""
+    evil = "sha256:" + "ab12" * 16
+    dockerd.add(evil)                      # nameless, unsigned
+    hexid = evil.removeprefix("sha256:")
+    normalized = {"short": f"docker.io/library/{hexid[:12]}:latest",
+                  "full": f"docker.io/library/sha256:{hexid}"}[form]
+    result = trust.check_run(normalized)
+    assert not result.allowed and result.image_id == evil, result.message
+    # a signed image reached that way runs
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    pulled(registry, dockerd, img)
+    signed_hex = img.config_digest.removeprefix("sha256:")
+    ok = trust.check_run({"short": f"docker.io/library/{signed_hex[:12]}:latest",
+                          "full": f"docker.io/library/sha256:{signed_hex}"}[form])
+    assert ok.allowed, ok.message
+    # a real absent name is still left to dockerd
+    assert trust.check_run("docker.io/library/nothing-here:1").rule == "image-not-local"
