@@ -32,6 +32,7 @@ _REFUSAL_MESSAGES = {
 class TrustChecker(Protocol):
     def check_pull(self, reference: str): ...
     def check_run(self, reference: str): ...
+    def check_service(self, reference: str): ...
 
 
 @dataclass
@@ -89,8 +90,7 @@ def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | Non
 
 def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy,
               trust: TrustChecker | None) -> None:
-    image = (decoded.runs or decoded.pulls or [""])[0]
-    evaluation = policy.evaluate(subject, decoded.endpoint, image, decoded.facts)
+    evaluation = policy.evaluate(subject, decoded.endpoint, decoded.image, decoded.facts)
     for violation in evaluation.violations:
         (decision.violations if violation.effect == "deny" else decision.audits).append(violation)
     decision.exemptions = list(evaluation.exemptions)
@@ -100,13 +100,20 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
         return
     checks = [(ref, trust.check_pull) for ref in decoded.pulls]
     checks += [(ref, trust.check_run) for ref in decoded.runs]
+    checks += [(ref, trust.check_service) for ref in decoded.services]
     for reference, check in checks:
         result = check(reference)
         decision.images.append(result.log_fields())
         if not result.allowed:
-            decision.violations.append(Violation(result.rule, result.found,
-                                                 "Only images signed by a trusted key may run.",
-                                                 result.fix))
+            found = f"image {result.reference}"
+            if result.digest and result.digest not in result.reference:
+                found += f" ({result.digest})"
+            found += f": {result.found}"
+            expected = f"Expected {result.expected}." if result.expected else ""
+            decision.violations.append(Violation(
+                result.rule, found,
+                f"Only images signed by a trusted key may be pulled or run. {expected}".strip(),
+                result.fix))
 
 
 def decide_response(call: AuthzRequest) -> Decision:

@@ -17,7 +17,7 @@ from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
 from authz.decoding.gojson import (GoObject, get_bool, get_list, get_map, get_obj, get_str,
                                    get_strings, loads)
-from authz.decoding.images import normalize_reference
+from authz.decoding.reference import InvalidReference, parse_reference, pull_reference
 from authz.decoding.uri import Target
 
 
@@ -29,9 +29,21 @@ class Decoded:
     write: bool
     params: dict[str, str] = field(default_factory=dict)
     facts: list[Fact] = field(default_factory=list)
-    # Image references that the request pulls, or starts containers from, normalized.
+    # Image references as the request gives them: pulled (as dockerd builds the reference
+    # from fromImage+tag; a bare name pulls every tag), run from the local store (the raw
+    # Image: a name, an id or an id prefix), or run by swarm services (nodes pull them).
     pulls: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+
+    @property
+    def image(self) -> str:
+        """The image the policy's ``images:`` patterns are matched against."""
+        for ref in self.runs + self.services:
+            return normalize_image(ref, default_tag=True)
+        for ref in self.pulls:
+            return normalize_image(ref, default_tag=False)
+        return ""
 
 
 @dataclass(frozen=True)
@@ -166,11 +178,23 @@ def _image_create(target: Target, body: Body, out: Decoded) -> None:
     out.pulls.append(reference)
 
 
+def normalize_image(text: str, *, default_tag: bool) -> str:
+    """The normalized reference (``docker.io/library/busybox:latest``), or the text as given
+    when it is not a name (an image id) or not valid (dockerd will refuse it)."""
+    try:
+        ref = parse_reference(text)
+    except InvalidReference:
+        return text
+    return str(ref.with_default_tag() if default_tag else ref)
+
+
 def _ref(name: str, tag: str) -> str:
-    """images/create and commit: ``fromImage``/``repo`` + ``tag`` (which may be a digest)."""
-    if not tag:
-        return name
-    return f"{name}@{tag}" if tag.startswith("sha256:") else f"{name}:{tag}"
+    """images/create, commit and tag: ``fromImage``/``repo`` + ``tag`` (which may be a
+    digest), combined as dockerd does; the text as given when invalid."""
+    try:
+        return str(pull_reference(name, tag))
+    except InvalidReference:
+        return f"{name}:{tag}" if tag else name
 
 
 def _image_tag(target: Target, body: Body, out: Decoded) -> None:
@@ -276,7 +300,7 @@ def _service(target: Target, body: Body, out: Decoded) -> None:
         apparmor = get_obj(privileges, "AppArmor", pw)
         if get_str(apparmor, "Mode", f"{pw}.AppArmor").lower() == "disabled":
             out.facts.append(Fact("apparmor", "unconfined", f"{pw}.AppArmor.Mode"))
-        out.runs.append(get_str(spec, "Image", where))
+        out.services.append(get_str(spec, "Image", where))
     for holder, at in ((task, "TaskTemplate"), (doc, "")):
         for i, network in enumerate(get_list(holder, "Networks", at) or ()):
             nw = f"{at}.Networks[{i}]" if at else f"Networks[{i}]"
@@ -492,10 +516,12 @@ def decode_target(target: Target, body: Body) -> Decoded:
     if route.decoder is not None:
         route.decoder(target, body, decoded)
     decoded.facts.insert(0, Fact("endpoint", decoded.endpoint, f"{target.method} {route.pattern}"))
-    decoded.runs = [normalize_reference(r) if r else "(none)" for r in decoded.runs]
-    decoded.pulls = [normalize_reference(r) for r in decoded.pulls]
     for ref in decoded.runs:
-        decoded.facts.append(Fact("image", ref, "image", "starts a container"))
+        decoded.facts.append(Fact("image", normalize_image(ref, default_tag=True), "Image",
+                                  "starts a container"))
+    for ref in decoded.services:
+        decoded.facts.append(Fact("image", normalize_image(ref, default_tag=True),
+                                  "TaskTemplate.ContainerSpec.Image", "a service runs it"))
     for ref in decoded.pulls:
         decoded.facts.append(Fact("image", ref, "query fromImage", "pulled"))
     return decoded

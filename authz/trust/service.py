@@ -43,7 +43,7 @@ from authz.trust.policy import (
     load_credentials,
     load_policy,
 )
-from authz.trust.reference import (
+from authz.decoding.reference import (
     SHA256_DIGEST_RE,
     InvalidReference,
     Reference,

@@ -303,3 +303,24 @@ def test_json_media_type_with_parameters_is_read():
     facts = facts_of("POST", "/containers/create", {"HostConfig": {"Privileged": True}},
                      content_type="application/json; charset=utf-8")
     assert ("privileged", "true") in facts
+
+
+@pytest.mark.parametrize("query, image", [
+    ("fromImage=busybox", "docker.io/library/busybox"),  # no tag: dockerd pulls every tag
+    ("fromImage=busybox:", "docker.io/library/busybox"),  # "pull -a" sends a trailing ':'
+    ("fromImage=127.0.0.1:5000/a:1&tag=2", "127.0.0.1:5000/a:2"),  # tag replaces the tag
+    ("fromImage=127.0.0.1:5000/a@sha256:" + "b" * 64, "127.0.0.1:5000/a@sha256:" + "b" * 64),
+])
+def test_pull_reference_as_dockerd_builds_it(query, image):
+    _, decoded = decode(call("POST", f"/images/create?{query}"))
+    assert decoded.pulls == [image]
+    assert ("image", image) in {(f.kind, f.value) for f in decoded.facts}
+
+
+def test_run_and_service_images_are_kept_raw_for_trust():
+    _, decoded = decode(call("POST", "/containers/create", {"Image": "e1aa26f1b185"}))
+    assert decoded.runs == ["e1aa26f1b185"] and decoded.services == []
+    _, decoded = decode(call("POST", "/services/create",
+                             {"TaskTemplate": {"ContainerSpec": {"Image": "127.0.0.1:5000/a"}}}))
+    assert decoded.services == ["127.0.0.1:5000/a"] and decoded.runs == []
+    assert decoded.image == "127.0.0.1:5000/a:latest"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from authz.trust.reference import (
+from authz.decoding.reference import (
     InvalidReference,
     Reference,
     is_image_id,
