@@ -33,6 +33,7 @@ class TrustChecker(Protocol):
     def check_pull(self, reference: str): ...
     def check_run(self, reference: str): ...
     def check_service(self, reference: str): ...
+    def check_start(self, container: str): ...
 
 
 @dataclass
@@ -101,6 +102,7 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
     checks = [(ref, trust.check_pull) for ref in decoded.pulls]
     checks += [(ref, trust.check_run) for ref in decoded.runs]
     checks += [(ref, trust.check_service) for ref in decoded.services]
+    checks += [(name, trust.check_start) for name in decoded.starts]
     for reference, check in checks:
         result = check(reference)
         decision.images.append(result.log_fields())

@@ -35,6 +35,8 @@ class Decoded:
     pulls: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
+    # Containers started (by name or id): image trust re-checks the image they run.
+    starts: list[str] = field(default_factory=list)
 
     @property
     def image(self) -> str:
@@ -125,6 +127,7 @@ def _container_create(target: Target, body: Body, out: Decoded) -> None:
 
 
 def _container_start(target: Target, body: Body, out: Decoded) -> None:
+    out.starts.append(out.params.get("name", ""))
     checkpoint_dir = target.query.get("checkpoint-dir")
     if checkpoint_dir:
         out.facts += checks._host_path_facts("host-path", checkpoint_dir, "query checkpoint-dir")
@@ -141,6 +144,11 @@ def _checkpoint_create(target: Target, body: Body, out: Decoded) -> None:
     directory = get_str(doc, "CheckpointDir")
     if directory:
         out.facts += checks._host_path_facts("host-path", directory, "CheckpointDir")
+
+
+def _container_restart(target: Target, body: Body, out: Decoded) -> None:
+    body.expect_none(out.endpoint)
+    out.starts.append(out.params.get("name", ""))
 
 
 def _container_update(target: Target, body: Body, out: Decoded) -> None:
@@ -350,7 +358,7 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("POST", "/containers/{name:.*}/kill", "container.kill", W, None),
     ("POST", "/containers/{name:.*}/pause", "container.pause", W, None),
     ("POST", "/containers/{name:.*}/unpause", "container.unpause", W, None),
-    ("POST", "/containers/{name:.*}/restart", "container.restart", W, None),
+    ("POST", "/containers/{name:.*}/restart", "container.restart", W, _container_restart),
     ("POST", "/containers/{name:.*}/start", "container.start", W, _container_start),
     ("POST", "/containers/{name:.*}/stop", "container.stop", W, None),
     ("POST", "/containers/{name:.*}/wait", "container.wait", R, None),

@@ -63,9 +63,17 @@ class DockerClient:
     def inspect_image(self, ref: str, deadline: Deadline) -> dict | None:
         """The image's inspect JSON (``Id``, ``RepoTags``, ``RepoDigests``...) or None if
         dockerd has no such image."""
-        timeout = deadline.bound(self.timeout, "asking dockerd for the local image")
+        return self._inspect(f"/images/{quote(ref, safe='/:@')}/json", deadline,
+                             "the local image", "GET /images/*/json")
+
+    def inspect_container(self, name: str, deadline: Deadline) -> dict | None:
+        """The container's inspect JSON (its ``Image`` is the image id) or None."""
+        return self._inspect(f"/containers/{quote(name, safe='')}/json", deadline,
+                             "the container", "GET /containers/*/json")
+
+    def _inspect(self, path: str, deadline: Deadline, what: str, route: str) -> dict | None:
+        timeout = deadline.bound(self.timeout, f"asking dockerd for {what}")
         conn = self._connection(timeout)
-        path = f"/images/{quote(ref, safe='/:@')}/json"
         try:
             conn.request("GET", path, headers={"Host": "docker", "User-Agent": "pyauthz-trust/1"})
             resp = conn.getresponse()
@@ -76,7 +84,7 @@ class DockerClient:
                     break
                 body += chunk
                 if len(body) > MAX_INSPECT_BYTES:
-                    raise DockerError("dockerd's image inspect answer is too large")
+                    raise DockerError(f"dockerd's answer for {what} is too large")
                 if deadline.expired():
                     raise DockerError("decision deadline reached while reading from dockerd")
         except socket.timeout:
@@ -97,12 +105,13 @@ class DockerClient:
             except (ValueError, AttributeError):
                 message = bytes(body[:200]).decode("utf-8", "replace")
             raise DockerError(f"dockerd answered {resp.status} to GET {path}: {message}"
-                              + (" (the authorization policy must allow GET /images/*/json)"
+                              + (f" (the authorization policy must allow {route})"
                                  if resp.status == 403 else ""))
         try:
             data = json.loads(body)
         except ValueError:
-            raise DockerError("dockerd's image inspect answer is not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("Id"), str):
-            raise DockerError("dockerd's image inspect answer has no Id")
+            raise DockerError(f"dockerd's answer for {what} is not JSON") from None
+        key = "Id" if path.startswith("/images/") else "Image"
+        if not isinstance(data, dict) or not isinstance(data.get(key), str):
+            raise DockerError(f"dockerd's answer for {what} has no {key}")
         return data
