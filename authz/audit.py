@@ -9,21 +9,28 @@ build arguments in a /build URI are redacted.
 from __future__ import annotations
 
 import json
+import re
 import sys
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
 
 from authz.decision import Decision
+from authz.decoding.uri import go_unescape
 from authz.protocol import AuthzRequest
 
-# Query parameters whose values may hold secrets.
-_SECRET_QUERY_KEYS = ("buildargs", "authconfig", "registryauth")
+# Query parameters whose values may hold secrets (compared after decoding the key, the way
+# dockerd reads it: "build%61rgs" is "buildargs").
+_SECRET_QUERY_KEYS = frozenset({"buildargs", "authconfig", "registryauth", "x-registry-auth"})
+# userinfo in a URL value: /build?remote=https://user:token@host/repo.git
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 
 def _serialize(event: dict[str, Any], **kwargs: Any) -> bytes:
-    return json.dumps(event, separators=(",", ":"), default=str, ensure_ascii=False).encode()
+    # ensure_ascii: a lone surrogate from a request must not make the line unwritable.
+    return json.dumps(event, separators=(",", ":"), default=str, ensure_ascii=True).encode()
 
 
 def make_logger(log_file: Path | None) -> Any:
@@ -44,15 +51,29 @@ def make_logger(log_file: Path | None) -> Any:
 
 
 def redact_uri(uri: str) -> str:
+    """The raw URI for the log, without secrets: values of secret-bearing parameters and
+    credentials in URL values are replaced; an undecodable pair is dropped to its key."""
     path, sep, query = uri.partition("?")
     if not sep:
         return uri
     parts = []
     for pair in query.split("&"):
-        key = pair.split("=", 1)[0]
-        if key.lower() in _SECRET_QUERY_KEYS and "=" in pair:
-            pair = f"{key}=[redacted]"
-        parts.append(pair)
+        raw_key, eq, raw_value = pair.partition("=")
+        try:
+            key = go_unescape(raw_key, query=True)
+            value = go_unescape(raw_value, query=True)
+        except ValueError:
+            parts.append(f"{raw_key[:40]}=[undecodable]" if eq else raw_key[:40])
+            continue
+        if not eq:
+            parts.append(raw_key)
+        elif key.lower() in _SECRET_QUERY_KEYS:
+            parts.append(f"{raw_key}=[redacted]")
+        elif _USERINFO.match(value):
+            cleaned = _USERINFO.sub(r"\1[redacted]@", value)
+            parts.append(f"{raw_key}={quote(cleaned, safe=':/@[]')}")
+        else:
+            parts.append(pair)
     return f"{path}?{'&'.join(parts)}"
 
 

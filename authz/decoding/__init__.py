@@ -41,7 +41,14 @@ def _maybe_hidden_body(call: AuthzRequest) -> bool:
 def decode(call: AuthzRequest) -> tuple[Target, Decoded]:
     target = parse_target(call.method, call.uri)
     if target.method not in READ_METHODS:
-        kind = media_type(call.headers.get("Content-Type", ""))
+        content_type = call.headers.get("Content-Type", "")
+        if not content_type.isascii():
+            # Go lower-cases with Unicode rules that differ from Python's (U+0130 is "i"
+            # to Go): a type we cannot read exactly as dockerd does may hide a form.
+            raise RequestRefused("request-form-body",
+                                 "the Content-Type header is not ASCII",
+                                 "Send a standard ASCII Content-Type.")
+        kind = media_type(content_type)
         if kind in _FORM_TYPES:
             raise RequestRefused(
                 "request-form-body",

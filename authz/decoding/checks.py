@@ -11,15 +11,16 @@ container start, container update (``Resources``) and swarm services (``Containe
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import posixpath
+import stat
 from typing import Any, Callable, Iterable, Iterator
 
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
 from authz.decoding.gojson import (GoObject, get_bool, get_list, get_map, get_obj, get_str,
-                                   get_strings)
+                                   get_strings, loads)
 
 # ---------------------------------------------------------------------------------------
 # Shared normalizers
@@ -69,33 +70,68 @@ def _namespace(kind: str, mode: str, where: str) -> list[Fact]:
     return []
 
 
-# Volume options of the ``local`` driver that make a "volume" a mount of the host.
+# Filesystem types a ``local`` volume may mount without exposing the host: memory and
+# network filesystems. Any other type (proc, sysfs, cgroup, ext4 on a host disk...) is
+# reported as a ``volume-type`` fact.
+NETWORK_OR_MEMORY_FS = frozenset({"tmpfs", "nfs", "nfs4", "cifs", "smb3"})
 _OVERLAY_DIR_OPTIONS = ("lowerdir", "upperdir", "workdir")
 
 
+def local_device_facts(device: str, where: str, detail: str) -> list[Fact]:
+    """A local path given as a volume's ``device``: resolved like a bind source (dockerd's
+    working directory is ``/``); a device node or anything under /dev is a ``device``."""
+    facts: list[Fact] = []
+    for path in host_paths(device if device.startswith("/") else "/" + device):
+        try:
+            mode = os.stat(path).st_mode
+            is_device = stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
+        except (OSError, ValueError):
+            is_device = False
+        if is_device or path == "/dev" or path.startswith("/dev/"):
+            facts.append(Fact("device", path, where, detail))
+        else:
+            facts.append(Fact("host-path", path, where, detail))
+    return facts
+
+
 def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list[Fact]:
-    """A volume of the ``local`` driver is ``mount -t TYPE -o O DEVICE``: with ``o=bind`` it
-    is a bind mount of ``device`` in disguise, an overlay names host directories in ``o``,
-    and a ``/dev/...`` device mounts a host block device."""
+    """A volume of the ``local`` driver with options is ``mount -t TYPE -o O DEVICE``:
+    with ``o=bind`` it is a bind mount of ``device`` in disguise, an overlay names host
+    directories in ``o``, a kernel filesystem (proc, sysfs, cgroup...) or a disk
+    filesystem mounts the host's own."""
     if driver not in ("", "local"):
         return []
     facts: list[Fact] = []
     device = options.get("device")
     mount_opts = options.get("o")
     fstype = options.get("type")
+    fstype = fstype.strip().lower() if isinstance(fstype, str) else ""
+    device = device if isinstance(device, str) else ""
     words = [w.strip() for w in mount_opts.split(",")] if isinstance(mount_opts, str) else []
     is_bind = any(w in ("bind", "rbind") for w in words)
-    if isinstance(device, str) and device:
-        if is_bind:
-            facts += _host_path_facts("host-path", device, f"{_p(where)}device", "local volume o=bind")
-        elif device.startswith("/dev/"):
-            facts.append(Fact("device", device, f"{_p(where)}device", f"mounted as {fstype or 'a filesystem'}"))
+    if not (fstype or device or words):
+        return []  # a plain named volume: a directory under dockerd's data root
+    if is_bind:
+        if device:
+            facts += _host_path_facts("host-path", device if device.startswith("/") else "/" + device,
+                                      f"{_p(where)}device", "local volume o=bind")
+        else:
+            facts.append(Fact("host-path", "(empty)", f"{_p(where)}device", "bind without a device"))
+    elif fstype == "overlay":
+        pass  # its host directories are in "o", below
+    elif fstype in NETWORK_OR_MEMORY_FS:
+        pass  # a remote export or memory: nothing of this host
+    else:
+        facts.append(Fact("volume-type", fstype or "(none)", f"{_p(where)}type",
+                          f"mounts {device or 'nothing'} as {fstype or 'an unnamed type'}"))
+        if device:
+            facts += local_device_facts(device, f"{_p(where)}device", f"local volume type {fstype}")
     for word in words:
         key, sep, value = word.partition("=")
         if sep and key in _OVERLAY_DIR_OPTIONS:
             for part in value.split(":"):
                 if part:
-                    facts += _host_path_facts("host-path", part, f"{_p(where)}o", f"overlay {key}")
+                    facts += local_device_facts(part, f"{_p(where)}o", f"overlay {key}")
     for word in words:
         if word in ("shared", "rshared"):
             facts.append(Fact("mount-propagation", word, f"{_p(where)}o"))
@@ -218,18 +254,21 @@ _UNCONFINED_SECCOMP_ACTIONS = {"SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE
 
 
 def seccomp_value(profile: str) -> str:
-    """``unconfined``, or ``custom`` for a JSON profile; a profile whose default action lets
-    every syscall through counts as unconfined."""
+    """``unconfined``; or ``custom:sha256:<hex of the profile as sent>`` for a JSON profile,
+    so that a security team can approve reviewed profiles by digest. A profile whose default
+    action lets every syscall through counts as unconfined. The profile is read with Go's
+    rules (dockerd unmarshals it: ``DefaultAction`` is ``defaultAction``)."""
     if profile.lower() == "unconfined":
         return "unconfined"
+    digest = "custom:sha256:" + hashlib.sha256(profile.encode("utf-8", "surrogatepass")).hexdigest()
     try:
-        doc = json.loads(profile)
-    except ValueError:
-        return "custom"
-    action = doc.get("defaultAction") if isinstance(doc, dict) else None
-    if isinstance(action, str) and action.upper() in _UNCONFINED_SECCOMP_ACTIONS:
+        action = get_str(loads(profile.encode("utf-8", "surrogatepass")), "defaultAction",
+                         "seccomp profile")
+    except (RequestRefused, AttributeError):
+        return digest
+    if action.upper() in _UNCONFINED_SECCOMP_ACTIONS:
         return "unconfined"
-    return "custom"
+    return digest
 
 
 def check_security_opt(hc: GoObject, where: str) -> Iterator[Fact]:

@@ -15,7 +15,7 @@ from typing import Callable
 from authz.decoding import checks
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
-from authz.decoding.gojson import (GoObject, get_bool, get_list, get_map, get_obj, get_str,
+from authz.decoding.gojson import (MAX_ITEMS, GoObject, get_bool, get_list, get_map, get_obj, get_str,
                                    get_strings, loads)
 from authz.decoding.reference import InvalidReference, parse_reference, pull_reference
 from authz.decoding.uri import Target
@@ -172,18 +172,19 @@ def _commit(target: Target, body: Body, out: Decoded) -> None:
 
 def _image_create(target: Target, body: Body, out: Decoded) -> None:
     query = target.query
-    if query.get("fromSrc") != "-":
+    from_image = query.get("fromImage")
+    if query.get("fromSrc") != "-" or from_image:
         # Only an import from "-" has a (tar) body; any other body could be a form that
         # dockerd reads as query values (with a first Content-Type header we cannot see).
         body.expect_none(out.endpoint)
-    if "fromSrc" in query or not query.get("fromImage"):
+    if not from_image:
+        # dockerd imports only when fromImage is empty; any fromImage is a pull.
         out.endpoint = "image.import"
         repo = query.get("repo")
         if repo:
             out.facts.append(Fact("image.write", _ref(repo, query.get("tag")), "query repo"))
         return
-    reference = _ref(query.get("fromImage"), query.get("tag"))
-    out.pulls.append(reference)
+    out.pulls.append(_ref(from_image, query.get("tag")))
 
 
 def normalize_image(text: str, *, default_tag: bool) -> str:
@@ -206,6 +207,7 @@ def _ref(name: str, tag: str) -> str:
 
 
 def _image_tag(target: Target, body: Body, out: Decoded) -> None:
+    body.expect_none(out.endpoint)
     repo = target.query.get("repo")
     if repo:
         out.facts.append(Fact("image.write", _ref(repo, target.query.get("tag")), "query repo"))
@@ -238,9 +240,9 @@ def _plugin_privileges(target: Target, body: Body, out: Decoded) -> None:
                              "dockerd forwarded none",
                              "Send the privileges as a JSON array (docker plugin install does).")
     doc = loads(data)
-    if not isinstance(doc, list):
-        raise RequestRefused("request-body-invalid", "plugin privileges are not a JSON array",
-                             "Send a JSON array.")
+    if not isinstance(doc, list) or len(doc) > MAX_ITEMS:
+        raise RequestRefused("request-body-invalid", "plugin privileges are not a JSON array "
+                             f"of at most {MAX_ITEMS} entries", "Send a JSON array.")
     out.facts.append(Fact("plugin.remote", target.query.get("remote"), "query remote"))
     for i, privilege in enumerate(doc):
         at = f"[{i}]"
@@ -266,7 +268,7 @@ def _plugin_set(target: Target, body: Body, out: Decoded) -> None:
                              "plugin set carries its settings in its body, and dockerd forwarded none",
                              "Send the settings as a JSON array of strings.")
     doc = loads(data)
-    if not isinstance(doc, list) or not all(isinstance(s, str) for s in doc):
+    if not isinstance(doc, list) or len(doc) > MAX_ITEMS or not all(isinstance(s, str) for s in doc):
         raise RequestRefused("request-body-invalid", "plugin settings are not an array of strings",
                              "Send a JSON array of KEY=VALUE strings.")
     for i, setting in enumerate(doc):

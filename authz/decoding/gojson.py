@@ -19,6 +19,11 @@ from typing import Any
 
 from authz.decoding.errors import RequestRefused
 
+# The most entries the plugin reads from one list or map (Binds, Mounts, Sysctls, CapAdd...).
+# Real requests have a handful; thousands are only a way to make the plugin slow, and dockerd
+# waits for the plugin without a timeout.
+MAX_ITEMS = 256
+
 _FOLD = {i: i + 32 for i in range(ord("A"), ord("Z") + 1)}
 _FOLD[0x017F] = ord("s")  # LATIN SMALL LETTER LONG S
 _FOLD[0x212A] = ord("k")  # KELVIN SIGN
@@ -91,6 +96,12 @@ def loads(body: bytes) -> Any:
                              "Send one valid JSON document.") from None
 
 
+def _too_many(where: str, name: str, count: int) -> RequestRefused:
+    return RequestRefused("request-body-invalid",
+                          f"{_join(where, name)} has {count} entries (the plugin reads at most "
+                          f"{MAX_ITEMS})", f"Send at most {MAX_ITEMS} entries.")
+
+
 def _wrong_type(where: str, name: str, expected: str, value: Any) -> RequestRefused:
     return RequestRefused(
         "request-body-invalid",
@@ -135,9 +146,13 @@ def get_list(obj: GoObject | None, name: str, where: str = "") -> list[Any] | No
     if obj is None:
         return None
     value = obj.field(name, where)
-    if value is None or isinstance(value, list):
-        return value
-    raise _wrong_type(where, name, "an array", value)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _wrong_type(where, name, "an array", value)
+    if len(value) > MAX_ITEMS:
+        raise _too_many(where, name, len(value))
+    return value
 
 
 def get_strings(obj: GoObject | None, name: str, where: str = "", *,
@@ -152,6 +167,8 @@ def get_strings(obj: GoObject | None, name: str, where: str = "", *,
         return [value]
     if not isinstance(value, list):
         raise _wrong_type(where, name, "an array of strings", value)
+    if len(value) > MAX_ITEMS:
+        raise _too_many(where, name, len(value))
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise _wrong_type(where, f"{name}[{i}]", "a string", item)
@@ -165,5 +182,7 @@ def get_map(obj: GoObject | None, name: str, where: str = "") -> dict[str, Any]:
     if value is None:
         return {}
     if isinstance(value, GoObject):
+        if len(value.pairs) > MAX_ITEMS:
+            raise _too_many(where, name, len(value.pairs))
         return value.as_map()
     raise _wrong_type(where, name, "an object", value)

@@ -83,17 +83,19 @@ class Query:
         for pair in raw.split("&"):
             if pair == "":
                 continue
+            key, _, value = pair.partition("=")
+            shown = key[:40]  # never the value: it may hold a secret (build args, URLs)
             if ";" in pair:
                 # Go 1.17+: an error; dockerd's ParseForm then fails the request, but a
                 # handler that reads r.URL.Query() just drops the pair. Refuse both ways.
-                raise RequestRefused("request-uri", f"query pair {pair!r} contains ';'",
+                raise RequestRefused("request-uri", f"query parameter {shown!r} contains ';'",
                                      "Separate query parameters with '&' only.")
-            key, _, value = pair.partition("=")
             try:
                 key = go_unescape(key, query=True)
                 value = go_unescape(value, query=True)
-            except ValueError as exc:
-                raise RequestRefused("request-uri", f"query pair {pair!r}: {exc}",
+            except ValueError:
+                raise RequestRefused("request-uri", f"query parameter {shown!r} has an invalid "
+                                     "percent-escape or is not UTF-8",
                                      "Percent-encode query values correctly.") from None
             values.setdefault(key, []).append(value)
         return cls(values)
@@ -178,5 +180,8 @@ def parse_target(method: str, raw_uri: str) -> Target:
     match = _VERSION_PREFIX.match(path)
     if match:
         version, path, explicit = match.group(1), match.group(2), True
+        if len(version) > 16:
+            raise RequestRefused("request-uri", f"API version {version[:20]!r}... is too long",
+                                 "Send a version like v1.41.")
     return Target(method=method, path=path, version=version, explicit_version=explicit,
                   query=Query.parse(raw_query), raw_uri=raw_uri)

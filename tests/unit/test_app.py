@@ -138,3 +138,12 @@ def test_decision_log_fields_and_no_secrets(plugin):
     raw = json.dumps(entries)
     assert "hunter2-secret" not in raw and "s3cr3t" not in raw
     assert "buildargs=[redacted]" in entries[1]["uri"]
+
+
+def test_log_survives_lone_surrogates_and_redacts_url_credentials(plugin):
+    plugin.call(raw=b'{"RequestMethod":"GET","RequestUri":"/_ping\\ud800"}')
+    plugin.call(RequestMethod="POST", RequestUri="/v1.41/build?remote=https://oauth2:TOKEN@example/x.git",
+                RequestHeaders={"Content-Length": "0"})
+    entries = plugin.decisions()
+    assert len(entries) == 2
+    assert "TOKEN" not in json.dumps(entries)

@@ -109,7 +109,10 @@ def test_endpoints(method, uri, endpoint, write):
     ({"SecurityOpt": ["seccomp=unconfined"]}, {("seccomp", "unconfined")}),
     ({"SecurityOpt": ["seccomp:unconfined"]}, {("seccomp", "unconfined")}),
     ({"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ALLOW"}']}, {("seccomp", "unconfined")}),
-    ({"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ERRNO"}']}, {("seccomp", "custom")}),
+    ({"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ERRNO"}']},
+     {("seccomp", "custom:sha256:4b9a142931f026292d45914eab52edec8271378769fd2e886eab9d476457b755")}),
+    # dockerd unmarshals the profile with Go's rules: DefaultAction is defaultAction
+    ({"SecurityOpt": ['seccomp={"DefaultAction":"SCMP_ACT_ALLOW"}']}, {("seccomp", "unconfined")}),
     ({"SecurityOpt": ["apparmor=unconfined"]}, {("apparmor", "unconfined")}),
     ({"SecurityOpt": ["apparmor:unconfined"]}, {("apparmor", "unconfined")}),
     ({"SecurityOpt": ["label=disable"]}, {("selinux", "disable")}),
@@ -324,3 +327,71 @@ def test_run_and_service_images_are_kept_raw_for_trust():
                              {"TaskTemplate": {"ContainerSpec": {"Image": "127.0.0.1:5000/a"}}}))
     assert decoded.services == ["127.0.0.1:5000/a"] and decoded.runs == []
     assert decoded.image == "127.0.0.1:5000/a:latest"
+
+
+# ---------------------------------------------------------------------------------------
+# Found by review: each of these reached dockerd unchecked once.
+
+@pytest.mark.parametrize("options, expected", [
+    ({"type": "proc", "device": "proc"}, ("volume-type", "proc")),
+    ({"type": "sysfs", "device": "sysfs"}, ("volume-type", "sysfs")),
+    ({"type": "cgroup", "o": "none,name=x"}, ("volume-type", "cgroup")),
+    ({"type": "ext4", "device": "/./dev/vda"}, ("device", "/dev/vda")),
+    ({"type": "ext4", "device": "//dev/vda"}, ("device", "/dev/vda")),
+    ({"type": "ext4", "device": "dev/vda"}, ("device", "/dev/vda")),
+    ({"type": "none", "o": "bind", "device": "etc"}, ("host-path", "/etc")),
+])
+def test_local_volumes_that_mount_the_host(options, expected):
+    assert expected in facts_of("POST", "/volumes/create", {"Name": "v", "DriverOpts": options})
+    mount = {"Type": "volume", "Target": "/v", "VolumeOptions": {"DriverConfig": {"Options": options}}}
+    assert expected in create({"Mounts": [mount]})
+
+
+@pytest.mark.parametrize("options", [
+    {"type": "tmpfs", "device": "tmpfs", "o": "size=100m"},
+    {"type": "nfs", "o": "addr=10.0.0.1,rw", "device": ":/export"},
+    {},
+])
+def test_local_volumes_that_do_not(options):
+    assert facts_of("POST", "/volumes/create", {"Name": "v", "DriverOpts": options}) == set()
+
+
+def test_non_ascii_content_type_is_refused():
+    # Go lower-cases U+0130 to "i": this is a form to dockerd.
+    with pytest.raises(RequestRefused) as info:
+        decode(call("POST", "/build", None, content_type="appl\u0130cation/x-www-form-urlencoded",
+                    length="100"))
+    assert info.value.rule == "request-form-body"
+
+
+def test_tag_takes_no_body():
+    with pytest.raises(RequestRefused):
+        decode(call("POST", "/images/local/busybox:1/tag", None,
+                    content_type="application/json", length="30"))
+
+
+def test_any_from_image_is_a_pull():
+    _, decoded = decode(call("POST", "/images/create?fromImage=127.0.0.1:5999/evil&tag=1&fromSrc=x"))
+    assert decoded.endpoint == "image.pull" and decoded.pulls == ["127.0.0.1:5999/evil:1"]
+
+
+@pytest.mark.parametrize("host_config", [
+    {"Binds": [f"/srv/{i}:/m{i}" for i in range(300)]},
+    {"Sysctls": {f"net.ipv4.x{i}": "1" for i in range(300)}},
+    {"CapAdd": ["CHOWN"] * 300},
+])
+def test_oversized_lists_are_refused(host_config):
+    with pytest.raises(RequestRefused) as info:
+        create(host_config)
+    assert "at most" in info.value.found
+
+
+def test_refusals_do_not_echo_query_values():
+    with pytest.raises(RequestRefused) as info:
+        decode(call("POST", "/build?buildargs=%7B%22T%22%3A%22s3cret%22%7D%zz"))
+    assert "s3cret" not in info.value.found and "%7B" not in info.value.found
+
+
+def test_overlong_version_is_refused():
+    with pytest.raises(RequestRefused):
+        decode(call("GET", "/v" + "1" * 5000 + "/_ping"))

@@ -52,6 +52,10 @@ def violated(policy, kind, value, *, subject="anonymous", endpoint="container.cr
     ("sensitive-host-mounts", ("host-path", "/usr"), ("host-path", "/usr/share/zoneinfo/Etc/UTC")),
     ("mount-propagation", ("mount-propagation", "rshared"), ("mount-propagation", "rslave")),
     ("seccomp-unconfined", ("seccomp", "unconfined"), ("seccomp", "default")),
+    ("seccomp-custom-profile", ("seccomp", "custom:sha256:ab12"), None),
+    ("volume-types", ("volume-type", "proc"), None),
+    ("sensitive-host-mounts", ("host-path", "/run/systemd/private"), ("host-path", "/run/user")),
+    ("swarm-membership", ("endpoint", "swarm.inspect"), ("endpoint", "node.list")),
     ("apparmor-unconfined", ("apparmor", "unconfined"), ("apparmor", "my-profile")),
     ("selinux-disabled", ("selinux", "disable"), ("selinux", "level:s0:c1")),
     ("masked-paths", ("masked-paths", "reduced"), None),
@@ -68,9 +72,17 @@ def test_default_rules(default_policy, rule, denied, allowed):
         assert violated(default_policy, *allowed) == []
 
 
-def test_audit_effect_reports_without_denying(default_policy):
-    result = default_policy.evaluate("anonymous", "container.create", "", [Fact("seccomp", "custom", "x")])
-    assert [(v.rule, v.effect) for v in result.violations] == [("seccomp-custom-profile", "audit")]
+def test_audit_effect_reports_without_denying(tmp_path):
+    policy = policy_with(tmp_path, """
+        rules:
+          - id: watch-caps
+            effect: audit
+            match: {fact: capability}
+            message: m
+            fix: f
+    """)
+    result = policy.evaluate("anonymous", "container.create", "", [Fact("capability", "NET_ADMIN", "x")])
+    assert [(v.rule, v.effect) for v in result.violations] == [("watch-caps", "audit")]
 
 
 def test_every_rule_has_message_fix_and_reference(default_policy):
