@@ -16,6 +16,8 @@ from authz import audit
 from authz.decision import (Decision, decide_request, decide_response, new_decision_id,
                             refusal)
 from authz.decoding.errors import RequestRefused
+from authz.decoding.live import LiveState
+from authz.dockerd import DockerClient
 from authz.policy.engine import Policy, Violation
 from authz.protocol import (IMPLEMENTS, REQUEST_PHASE, RESPONSE_PHASE, AuthzRequest,
                             ProtocolError, answer, parse_call)
@@ -45,8 +47,12 @@ def _load_trust(config: AppConfig):
 def create_app(config: AppConfig) -> Flask:
     policy = Policy.load(config.policy_dir)
     trust = _load_trust(config)
+    live = LiveState(DockerClient(config.docker_host)) if config.docker_host else None
     log = audit.make_logger(config.log_file)
     warnings = list(policy.warnings)
+    if live is None:
+        warnings.append("no docker host: container starts are not re-checked against their "
+                        "stored configuration, nor service networks named by id")
     if trust is not None:
         warnings += trust.startup_warnings()
 
@@ -67,7 +73,7 @@ def create_app(config: AppConfig) -> Flask:
         else:
             try:
                 if phase == REQUEST_PHASE:
-                    decision = decide_request(call, policy, trust)
+                    decision = decide_request(call, policy, trust, live)
                 else:
                     decision = decide_response(call)
             except Exception as exc:  # noqa: BLE001 - fail closed, whatever it was

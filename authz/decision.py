@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from authz.decoding import Decoded, RequestRefused, Target, decode
+from authz.decoding.endpoints import normalize_image
 from authz.decoding.facts import Fact
+from authz.decoding.live import LiveState
 from authz.policy.engine import Exemption, Policy, Violation
 from authz.protocol import REQUEST_PHASE, AuthzRequest
 
@@ -25,6 +27,7 @@ _REFUSAL_MESSAGES = {
     "request-form-body": "dockerd reads form bodies as query values without showing them to the "
                          "plugin.",
     "protocol": "dockerd's call to the plugin could not be read.",
+    "request-state": "Deciding needs dockerd's current state, and it could not be read.",
     "internal-error": "The plugin failed while deciding; it denies rather than guess.",
 }
 
@@ -33,7 +36,6 @@ class TrustChecker(Protocol):
     def check_pull(self, reference: str): ...
     def check_run(self, reference: str): ...
     def check_service(self, reference: str): ...
-    def check_start(self, container: str): ...
 
 
 @dataclass
@@ -74,14 +76,15 @@ def subject_of(call: AuthzRequest) -> str:
     return call.user or ANONYMOUS
 
 
-def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | None) -> Decision:
+def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | None,
+                   live: LiveState | None = None) -> Decision:
     started = time.perf_counter()
     decision = Decision(id=new_decision_id(), phase=REQUEST_PHASE, allow=False)
     try:
         target, decoded = decode(call)
         decision.target = target
         decision.endpoint = decoded.endpoint
-        _evaluate(decision, decoded, subject_of(call), policy, trust)
+        _evaluate(decision, decoded, subject_of(call), policy, trust, live)
     except RequestRefused as exc:
         decision.violations = [refusal(exc)]
     decision.allow = not decision.violations
@@ -90,8 +93,18 @@ def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | Non
 
 
 def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy,
-              trust: TrustChecker | None) -> None:
-    evaluation = policy.evaluate(subject, decoded.endpoint, decoded.image, decoded.facts)
+              trust: TrustChecker | None, live: LiveState | None) -> None:
+    facts, image, started_images = list(decoded.facts), decoded.image, []
+    if live is not None:
+        for name in decoded.starts:
+            started = live.started_container(name)
+            if started is not None:
+                facts += started.facts
+                image = image or normalize_image(started.image or started.image_id, default_tag=True)
+                started_images.append(started.image_id)
+        for target, where in decoded.network_targets:
+            facts += live.network_facts(target, where)
+    evaluation = policy.evaluate(subject, decoded.endpoint, image, facts)
     for violation in evaluation.violations:
         (decision.violations if violation.effect == "deny" else decision.audits).append(violation)
     decision.exemptions = list(evaluation.exemptions)
@@ -102,7 +115,7 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
     checks = [(ref, trust.check_pull) for ref in decoded.pulls]
     checks += [(ref, trust.check_run) for ref in decoded.runs]
     checks += [(ref, trust.check_service) for ref in decoded.services]
-    checks += [(name, trust.check_start) for name in decoded.starts]
+    checks += [(image_id, trust.check_run) for image_id in started_images]
     for reference, check in checks:
         result = check(reference)
         decision.images.append(result.log_fields())

@@ -35,8 +35,11 @@ class Decoded:
     pulls: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
-    # Containers started (by name or id): image trust re-checks the image they run.
+    # Containers started (by name or id): their stored configuration and image are checked
+    # again (authz/decoding/live.py).
     starts: list[str] = field(default_factory=list)
+    # Service network targets other than "host" (a name, an id or an id prefix), and where.
+    network_targets: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def image(self) -> str:
@@ -317,8 +320,11 @@ def _service(target: Target, body: Body, out: Decoded) -> None:
             if not isinstance(network, GoObject):
                 raise RequestRefused("request-body-invalid", f"{nw} is not an object",
                                      "Send Networks as objects with Target.")
-            if get_str(network, "Target", nw).lower() == "host":
+            target = get_str(network, "Target", nw)
+            if target.lower() == "host":
                 out.facts.append(Fact("namespace.network", "host", f"{nw}.Target"))
+            elif target:
+                out.network_targets.append((target, f"{nw}.Target"))
 
 
 def _body_json_optional(target: Target, body: Body, out: Decoded) -> None:

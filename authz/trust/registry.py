@@ -37,34 +37,9 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
+from authz.deadline import Deadline, DeadlineExceeded  # noqa: E402,F401 - re-exported
+
 USER_AGENT = "pyauthz-trust/1"
-
-
-# --------------------------------------------------------------------------- deadline
-
-class DeadlineExceeded(Exception):
-    pass
-
-
-class Deadline:
-    """The time one decision may still spend."""
-
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
-        self._clock = clock
-        self.total = seconds
-        self.end = clock() + seconds
-
-    def remaining(self) -> float:
-        return self.end - self._clock()
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-    def bound(self, seconds: float, what: str) -> float:
-        left = self.remaining()
-        if left <= 0.01:
-            raise DeadlineExceeded(f"decision deadline ({self.total:g}s) reached before {what}")
-        return min(seconds, left)
 
 
 # --------------------------------------------------------------------------- errors

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from authz.trust.cache import TTLCache
-from authz.trust.dockerd import DockerClient, DockerError
+from authz.dockerd import DockerClient, DockerError
 from authz.trust.policy import (
     ACCEPT,
     REJECT,
@@ -198,24 +198,6 @@ class ImageTrust:
     def check_run(self, reference: str) -> TrustResult:
         """Container create: verify the local image dockerd resolves ``reference`` to."""
         return self._bounded(reference, lambda d: self._check_run(reference, d))
-
-    def check_start(self, container: str) -> TrustResult:
-        """Container start/restart: verify the image the container was created from (by
-        id), closing the window between the create's check and dockerd's own lookup, and
-        catching containers created before this policy."""
-        def run(deadline: Deadline) -> TrustResult:
-            if self._docker is None:
-                return self._error(container, "no docker host configured to resolve the container")
-            try:
-                info = self._docker.inspect_container(container, deadline)
-            except DockerError as exc:
-                return self._error(container, f"the container could not be resolved: {exc}")
-            if info is None:
-                return TrustResult(True, RULE_NOT_LOCAL, container[:200], None, None,
-                                   "no such container: dockerd refuses the start", "")
-            return self._check_run(info["Image"], deadline)
-
-        return self._bounded(container, run)
 
     # ------------------------------------------------------------------ bounding
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:

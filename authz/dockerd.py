@@ -1,10 +1,11 @@
-"""Ask dockerd which local image a name or id is: ``GET /images/{ref}/json``.
+"""A small client for dockerd's own API (inspect images, containers and networks).
 
-This request goes through dockerd's authorization chain, so through this plugin too. It is
+Each request goes through dockerd's authorization chain, so through this plugin too. It is
 an ordinary read request, not marked in any way (nothing a client sends can make a request
-count as the plugin's own); the plugin's policy must allow ``GET /images/*/json``. It is
-served by another gunicorn thread or worker. If none is free, or dockerd does not answer,
-the timeout ends the wait and the check denies: no deadlock, and closed.
+count as the plugin's own); the plugin's policy must allow ``GET /images/*/json``,
+``GET /containers/*/json`` and ``GET /networks/*``. It is served by another gunicorn thread
+or worker. If none is free, or dockerd does not answer, the timeout ends the wait and the
+check denies: no deadlock, and closed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import socket
 from urllib.parse import quote, urlsplit
 
-from authz.trust.registry import Deadline
+from authz.deadline import Deadline
 
 MAX_INSPECT_BYTES = 1024 * 1024
 
@@ -71,6 +72,11 @@ class DockerClient:
         return self._inspect(f"/containers/{quote(name, safe='')}/json", deadline,
                              "the container", "GET /containers/*/json")
 
+    def inspect_network(self, name: str, deadline: Deadline) -> dict | None:
+        """The network's inspect JSON (``Name``, ``Driver``) or None."""
+        return self._inspect(f"/networks/{quote(name, safe='')}", deadline,
+                             "the network", "GET /networks/*")
+
     def _inspect(self, path: str, deadline: Deadline, what: str, route: str) -> dict | None:
         timeout = deadline.bound(self.timeout, f"asking dockerd for {what}")
         conn = self._connection(timeout)
@@ -111,7 +117,7 @@ class DockerClient:
             data = json.loads(body)
         except ValueError:
             raise DockerError(f"dockerd's answer for {what} is not JSON") from None
-        key = "Id" if path.startswith("/images/") else "Image"
+        key = {"images": "Id", "containers": "Image", "networks": "Name"}[path.split("/")[1]]
         if not isinstance(data, dict) or not isinstance(data.get(key), str):
             raise DockerError(f"dockerd's answer for {what} has no {key}")
         return data

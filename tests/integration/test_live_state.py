@@ -1,0 +1,61 @@
+"""Decisions that need dockerd's current state: a container's stored configuration is
+checked again when it is started, so a bind source swapped for a symlink after the create
+is caught, and so is a container created while the policy allowed more."""
+
+import os
+import shutil
+import uuid
+
+import pytest
+
+from tests.support.dockerd import BUSYBOX_IMAGE, add_trust_exceptions, assert_cli_denied
+
+TRUE = ["/bin/busybox", "true"]
+
+
+def test_bind_source_swapped_for_a_symlink_after_create(docker_env, tmp_path):
+    env = docker_env
+    source = tmp_path / "data"
+    source.mkdir()
+    name = f"swap-{uuid.uuid4().hex[:8]}"
+    env.docker("create", "--name", name, "-v", f"{source}:/data", BUSYBOX_IMAGE, *TRUE)
+    try:
+        # A writer (another container sharing tmp_path, say) replaces the directory.
+        shutil.rmtree(source)
+        os.symlink("/etc", source)
+        result = env.docker("start", name, check=False)
+        assert_cli_denied(env, result, "sensitive-host-mounts")
+        state = env.docker("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+        assert state == "created"
+    finally:
+        env.docker("rm", "-f", name, check=False)
+
+
+def test_unchanged_container_starts(docker_env, tmp_path):
+    env = docker_env
+    (tmp_path / "ok").mkdir()
+    result = env.docker("run", "--rm", "-v", f"{tmp_path / 'ok'}:/ok", BUSYBOX_IMAGE, *TRUE,
+                        check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_container_created_under_a_looser_policy_cannot_start(start_docker_env, tmp_path):
+    """A privileged container made while an exception allowed it is refused at start once the
+    exception is gone (the policy is reloaded with SIGHUP)."""
+    policy = tmp_path / "policies"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "..", "policies"), policy)
+    add_trust_exceptions(policy, ["docker.io/local/busybox"])
+    rules = policy / "rules.yaml"
+    strict = rules.read_text()
+    rules.write_text(strict.replace("exceptions: []", """exceptions:
+  - id: temporary-privileged
+    rules: [privileged]
+    subjects: ["*"]
+    reason: a test of reloads""", 1))
+    env = start_docker_env(policy_dir=policy)
+    name = f"loose-{uuid.uuid4().hex[:8]}"
+    env.docker("create", "--name", name, "--privileged", BUSYBOX_IMAGE, *TRUE)
+    rules.write_text(strict)
+    env.reload_policy()
+    result = env.docker("start", name, check=False)
+    assert_cli_denied(env, result, "privileged")

@@ -1,0 +1,62 @@
+"""Lookups of dockerd's state (authz/decoding/live.py), with a stand-in for dockerd."""
+
+import json
+
+import pytest
+
+from authz.decoding.errors import RequestRefused
+from authz.decoding.live import LiveState
+from authz.dockerd import DockerError
+
+
+class FakeDocker:
+    def __init__(self, containers=None, networks=None, fail=False):
+        self.containers = containers or {}
+        self.networks = networks or {}
+        self.fail = fail
+
+    def inspect_container(self, name, deadline):
+        if self.fail:
+            raise DockerError("dockerd did not answer")
+        return self.containers.get(name)
+
+    def inspect_network(self, name, deadline):
+        if self.fail:
+            raise DockerError("dockerd did not answer")
+        for net in self.networks.values():
+            if net["Id"].startswith(name) or net["Name"] == name:
+                return net
+        return None
+
+
+def test_service_network_named_by_id_prefix_is_the_host_network():
+    docker = FakeDocker(networks={"host": {"Id": "5b64c9dad866aa", "Name": "host", "Driver": "host"},
+                                  "app": {"Id": "77aa00", "Name": "app", "Driver": "overlay"}})
+    live = LiveState(docker)
+    assert [(f.kind, f.value) for f in live.network_facts("5b64c9", "Networks[0].Target")] == \
+        [("namespace.network", "host")]
+    assert live.network_facts("app", "Networks[0].Target") == []
+    assert live.network_facts("nope", "Networks[0].Target") == []
+
+
+def test_started_container_is_checked_with_its_stored_config():
+    stored = {"Image": "sha256:" + "a" * 64, "Config": {"Image": "busybox"},
+              "HostConfig": {"Privileged": True, "CgroupnsMode": "host", "Binds": ["/:/h"],
+                             "MaskedPaths": ["/proc/asound"]}}
+    live = LiveState(FakeDocker(containers={"c1": json.loads(json.dumps(stored))}))
+    started = live.started_container("c1")
+    kinds = {(f.kind, f.value) for f in started.facts}
+    assert {("privileged", "true"), ("host-path", "/"), ("masked-paths", "reduced")} <= kinds
+    # dockerd stores "host" as its own default on cgroup v1: not judged at start
+    assert not any(f.kind == "namespace.cgroup" for f in started.facts)
+    assert started.image_id == stored["Image"] and started.image == "busybox"
+    assert live.started_container("missing") is None
+
+
+def test_unreadable_state_refuses():
+    live = LiveState(FakeDocker(fail=True))
+    with pytest.raises(RequestRefused) as info:
+        live.started_container("c1")
+    assert info.value.rule == "request-state"
+    with pytest.raises(RequestRefused):
+        live.network_facts("x", "Networks[0].Target")
