@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -29,6 +30,7 @@ _FOLD[0x017F] = ord("s")  # LATIN SMALL LETTER LONG S
 _FOLD[0x212A] = ord("k")  # KELVIN SIGN
 
 
+@functools.lru_cache(maxsize=4096)
 def go_fold(key: str) -> str:
     """The form under which Go's decoder matches a key to an (ASCII) field name."""
     return key.translate(_FOLD)
