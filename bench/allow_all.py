@@ -1,0 +1,79 @@
+"""A plugin that allows everything: the floor of our serving stack.
+
+It does what any trivial authz plugin must do: answer the handshake, read and parse
+the JSON dockerd sends, answer ``{"Allow": true}``. It is served through
+``authz.serve.serve`` with the same ``ServeOptions`` as pyauthz, so that the
+difference between the two is decoding, policy and logging, not the HTTP stack.
+
+    python bench/allow_all.py --socket /tmp/x/floor.sock --workers 2 --threads 16
+
+``--record FILE`` appends every call (path, headers, body) as JSON lines: that is how
+``bench/capture.py`` recorded the workload from a real dockerd. Recording is off in
+benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import threading
+
+from flask import Flask, Response, request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+ALLOW = json.dumps({"Allow": True, "Msg": "", "Err": ""})
+IMPLEMENTS = json.dumps({"Implements": ["authz"]})
+
+
+def create_app(record: str | None = None) -> Flask:
+    app = Flask("allow_all")
+    lock = threading.Lock()
+
+    def _record() -> None:
+        if record is None:
+            return
+        entry = {
+            "path": request.path,
+            "headers": dict(request.headers),
+            "body_b64": base64.b64encode(request.get_data()).decode(),
+        }
+        with lock, open(record, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    @app.post("/Plugin.Activate")
+    def activate() -> Response:
+        _record()
+        return Response(IMPLEMENTS, mimetype="application/json")
+
+    @app.post("/AuthZPlugin.AuthZReq")
+    @app.post("/AuthZPlugin.AuthZRes")
+    def authz() -> Response:
+        # dockerd sets no Content-Type: parse the body ourselves, as a real plugin must.
+        json.loads(request.get_data() or b"{}")
+        _record()
+        return Response(ALLOW, mimetype="application/json")
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    from authz.serve import ServeOptions, serve
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--workers", type=int, default=ServeOptions.workers)
+    parser.add_argument("--threads", type=int, default=ServeOptions.threads)
+    parser.add_argument("--record", default=None, help="append every call to this file")
+    args = parser.parse_args(argv)
+    serve(lambda: create_app(args.record),
+          ServeOptions(socket_path=args.socket, workers=args.workers, threads=args.threads))
+
+
+if __name__ == "__main__":
+    main()

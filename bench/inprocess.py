@@ -1,0 +1,120 @@
+"""Where the time goes: each workload call through the Flask apps in-process, no server.
+
+Calls ``app.wsgi_app`` directly (no gunicorn, no socket, one thread) for every call of
+the session, floor (allow_all) and pyauthz (decision log to a temp file, or /dev/null),
+and prints µs per call by kind. Less disturbed by a busy machine than run.py, and it
+shows which calls are expensive. It is not the benchmark: run.py is.
+
+    python bench/inprocess.py [--repeat 300] [--policy DIR] [--trust]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+for p in (HERE, REPO):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import allow_all  # noqa: E402
+import workload  # noqa: E402
+
+
+def environ_for(call: workload.Call) -> tuple[dict, bytes]:
+    head, _, body = call.payload.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ")
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+           "SERVER_NAME": "localhost", "SERVER_PORT": "", "SERVER_PROTOCOL": "HTTP/1.1",
+           "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+           "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
+           "CONTENT_LENGTH": str(len(body))}
+    for line in lines[1:]:
+        name, _, value = line.partition(": ")
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            key = "HTTP_" + key
+        env[key] = value
+    return env, body
+
+
+def time_app(app, sessions, repeat: int) -> dict[str, list[float]]:
+    def start_response(status, headers, exc_info=None):
+        return None
+
+    per_kind: dict[str, list[float]] = {}
+    prepared = [(c, *environ_for(c)) for s in sessions for c in s]
+    for _ in range(repeat):
+        for call, env, body in prepared:
+            e = dict(env)
+            e["wsgi.input"] = io.BytesIO(body)
+            t0 = time.perf_counter_ns()
+            out = app.wsgi_app(e, start_response)
+            b"".join(out)
+            if hasattr(out, "close"):
+                out.close()
+            dt = (time.perf_counter_ns() - t0) / 1000
+            per_kind.setdefault(f"{call.phase[5:]} {call.what}"
+                                + (" (deny)" if call.deny else ""), []).append(dt)
+    return per_kind
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=200, help="sessions timed per app (200)")
+    ap.add_argument("--policy", default=os.path.join(REPO, "policies"))
+    ap.add_argument("--trust", action="store_true", help="keep trust.yaml (see run.py)")
+    ap.add_argument("--devnull", action="store_true", help="decision log to /dev/null")
+    args = ap.parse_args()
+    from authz.app import AppConfig, create_app
+
+    tmp = tempfile.mkdtemp(prefix="pyauthz-inproc-")
+    try:
+        policy = os.path.join(tmp, "policies")
+        shutil.copytree(args.policy, policy)
+        if not args.trust and os.path.exists(os.path.join(policy, "trust.yaml")):
+            os.unlink(os.path.join(policy, "trust.yaml"))
+        log = Path("/dev/null") if args.devnull else Path(tmp) / "decisions.log"
+        apps = {"floor": allow_all.create_app(),
+                "pyauthz": create_app(AppConfig(policy_dir=Path(policy), log_file=log))}
+        sessions = workload.build(8)
+        results = {}
+        for name, app in apps.items():
+            time_app(app, sessions[:1], 5)  # warm caches, imports
+            results[name] = time_app(app, sessions, max(1, args.repeat // len(sessions)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    kinds = list(results["floor"])
+    width = max(len(k) for k in kinds)
+    # How often each kind occurs in one session (the ping occurs in each command).
+    weight = {k: 0 for k in kinds}
+    for call in sessions[0]:
+        weight[f"{call.phase[5:]} {call.what}" + (" (deny)" if call.deny else "")] += 1
+    print(f"median µs per call, in-process (Python {sys.version.split()[0]}, "
+          f"log {'/dev/null' if args.devnull else 'file'})")
+    print(f"  {'call':<{width}} {'x':>2} {'floor':>8} {'pyauthz':>8} {'extra':>8}")
+    total = {"floor": 0.0, "pyauthz": 0.0}
+    for k in kinds:
+        f = statistics.median(results["floor"][k])
+        p = statistics.median(results["pyauthz"][k])
+        total["floor"] += f * weight[k]
+        total["pyauthz"] += p * weight[k]
+        print(f"  {k:<{width}} {weight[k]:>2} {f:>8.0f} {p:>8.0f} {p - f:>+8.0f}")
+    n = sum(weight.values())
+    print(f"  {'mean per call of a session':<{width}} {n:>2} {total['floor'] / n:>8.0f} "
+          f"{total['pyauthz'] / n:>8.0f} {(total['pyauthz'] - total['floor']) / n:>+8.0f}")
+
+
+if __name__ == "__main__":
+    main()
