@@ -102,6 +102,8 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
                 facts += started.facts
                 image = image or normalize_image(started.image or started.image_id, default_tag=True)
                 started_images.append(started.image_id)
+        for name, where in decoded.volumes_from:
+            facts += live.volumes_from_facts(name, where)
         for target, where in decoded.network_targets:
             facts += live.network_facts(target, where)
     evaluation = policy.evaluate(subject, decoded.endpoint, image, facts)

@@ -38,6 +38,8 @@ class Decoded:
     # Containers started (by name or id): their stored configuration and image are checked
     # again (authz/decoding/live.py).
     starts: list[str] = field(default_factory=list)
+    # Containers whose mounts a create takes over (--volumes-from NAME[:ro|rw]), and where.
+    volumes_from: list[tuple[str, str]] = field(default_factory=list)
     # Service network targets other than "host" (a name, an id or an id prefix), and where.
     network_targets: list[tuple[str, str]] = field(default_factory=list)
 
@@ -106,19 +108,25 @@ def _binary_body(target: Target, body: Body, out: Decoded) -> None:
 # Decoders: each fills ``decoded`` from the request; refusals raise RequestRefused.
 
 
-def _host_config_facts(doc: GoObject | None) -> list[Fact]:
+def _host_config(doc: GoObject | None) -> tuple[GoObject | None, str]:
     """runconfig.ContainerConfigWrapper embeds *container.HostConfig, so HostConfig fields
     given at the top level are what dockerd uses when no (non-null) inner "HostConfig" is
     given; with one, the top level is ignored (but for a few resource limits)."""
     inner = get_obj(doc, "HostConfig")
-    if inner is not None:
-        return checks.run_checks(checks.HOST_CONFIG_CHECKS, inner, "HostConfig")
-    return checks.run_checks(checks.HOST_CONFIG_CHECKS, doc, "")
+    return (inner, "HostConfig") if inner is not None else (doc, "")
+
+
+def _host_config_facts(doc: GoObject | None, out: Decoded) -> list[Fact]:
+    host_config, where = _host_config(doc)
+    for i, spec in enumerate(get_strings(host_config, "VolumesFrom", where) or ()):
+        name = spec.split(":", 1)[0]
+        out.volumes_from.append((name, f"{where + '.' if where else ''}VolumesFrom[{i}]"))
+    return checks.run_checks(checks.HOST_CONFIG_CHECKS, host_config, where)
 
 
 def _container_create(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint)
-    out.facts += _host_config_facts(doc)
+    out.facts += _host_config_facts(doc, out)
     networking = get_obj(doc, "NetworkingConfig")
     endpoints = get_map(networking, "EndpointsConfig", "NetworkingConfig")
     for name in endpoints:
@@ -139,7 +147,7 @@ def _container_start(target: Target, body: Body, out: Decoded) -> None:
         return
     # API < 1.24: a body (ContainerConfigWrapper) replaces the container's HostConfig.
     doc = body.json(out.endpoint, required=False)
-    out.facts += _host_config_facts(doc)
+    out.facts += _host_config_facts(doc, out)
 
 
 def _checkpoint_create(target: Target, body: Body, out: Decoded) -> None:

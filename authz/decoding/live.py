@@ -6,6 +6,7 @@ Some requests name things whose meaning is in dockerd, not in the request:
   HostConfig is checked again exactly as at create: bind sources are resolved anew (a
   symlink swapped since the create is seen) and containers created before this policy, or by
   another route, are caught. Its image id goes to image trust.
+- ``--volumes-from NAME`` takes over another container's mounts.
 - A swarm service may name the host network by id or id prefix, not only as ``host``.
 
 Every lookup is a read through dockerd (and so through this plugin, served by another
@@ -64,6 +65,20 @@ class LiveState:
         config = info.get("Config")
         image = config.get("Image") if isinstance(config, dict) else None
         return StartedContainer(facts, info["Image"], image if isinstance(image, str) else "")
+
+    def volumes_from_facts(self, name: str, where: str) -> list[Fact]:
+        """``--volumes-from NAME`` takes over NAME's mounts: its binds and volumes count as
+        this container's (checked with the policy in force now)."""
+        try:
+            info = self.docker.inspect_container(name, Deadline(LOOKUP_SECONDS))
+        except DockerError as exc:
+            raise _unavailable(f"container {name[:100]!r}", exc) from None
+        if info is None:
+            return []  # dockerd refuses the create
+        stored = info.get("HostConfig")
+        doc = loads(json.dumps(stored if isinstance(stored, dict) else {}).encode())
+        facts = checks.run_checks((checks.check_binds, checks.check_mounts), doc, where)
+        return [Fact(f.kind, f.value, f.where, f"from {name!r}") for f in facts]
 
     def network_facts(self, target: str, where: str) -> list[Fact]:
         try:

@@ -59,3 +59,26 @@ def test_container_created_under_a_looser_policy_cannot_start(start_docker_env, 
     env.reload_policy()
     result = env.docker("start", name, check=False)
     assert_cli_denied(env, result, "privileged")
+
+
+def test_volumes_from_a_container_with_a_sensitive_bind(start_docker_env, tmp_path):
+    """An admin's container made under an exception lends its /etc bind to nobody."""
+    policy = tmp_path / "policies"
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "..", "policies"), policy)
+    add_trust_exceptions(policy, ["docker.io/local/busybox"])
+    rules = policy / "rules.yaml"
+    strict = rules.read_text()
+    rules.write_text(strict.replace("exceptions: []", """exceptions:
+  - id: admin-etc
+    rules: [sensitive-host-mounts]
+    subjects: ["*"]
+    reason: a test of volumes-from""", 1))
+    env = start_docker_env(policy_dir=policy)
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    env.docker("create", "--name", name, "-v", "/etc:/hostetc:ro", BUSYBOX_IMAGE, *TRUE)
+    rules.write_text(strict)
+    env.reload_policy()
+    before = env.container_ids()
+    result = env.docker("create", "--volumes-from", name, BUSYBOX_IMAGE, *TRUE, check=False)
+    assert_cli_denied(env, result, "sensitive-host-mounts")
+    assert env.container_ids() == before

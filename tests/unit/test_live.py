@@ -60,3 +60,12 @@ def test_unreadable_state_refuses():
     assert info.value.rule == "request-state"
     with pytest.raises(RequestRefused):
         live.network_facts("x", "Networks[0].Target")
+
+
+def test_volumes_from_takes_over_the_source_containers_binds():
+    stored = {"Image": "sha256:" + "a" * 64,
+              "HostConfig": {"Binds": ["/var/run/docker.sock:/s"], "Privileged": True}}
+    live = LiveState(FakeDocker(containers={"admin": stored}))
+    facts = live.volumes_from_facts("admin", "HostConfig.VolumesFrom[0]")
+    assert [(f.kind, f.value) for f in facts][:1] == [("host-path", "/var/run/docker.sock")]
+    assert not any(f.kind == "privileged" for f in facts)  # only mounts are taken over
