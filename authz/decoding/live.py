@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from authz.decoding import checks
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
-from authz.decoding.gojson import loads
+from authz.decoding.gojson import GoObject, loads
 from authz.dockerd import DockerClient, DockerError
 from authz.deadline import Deadline
 
@@ -48,15 +48,22 @@ class LiveState:
     def __init__(self, docker: DockerClient):
         self.docker = docker
 
-    def started_container(self, name: str) -> StartedContainer | None:
+    def _container(self, name: str) -> tuple[dict, GoObject] | None:
+        """The container's inspect JSON and its stored HostConfig (read like a request's)."""
         try:
             info = self.docker.inspect_container(name, Deadline(LOOKUP_SECONDS))
         except DockerError as exc:
             raise _unavailable(f"container {name[:100]!r}", exc) from None
         if info is None:
-            return None  # dockerd answers 404 to the start itself
+            return None  # dockerd refuses the request itself
         stored = info.get("HostConfig")
-        doc = loads(json.dumps(stored if isinstance(stored, dict) else {}).encode())
+        return info, loads(json.dumps(stored if isinstance(stored, dict) else {}).encode())
+
+    def started_container(self, name: str) -> StartedContainer | None:
+        found = self._container(name)
+        if found is None:
+            return None
+        info, doc = found
         # dockerd stores its own defaults; the cgroup namespace default is "host" on cgroup v1
         # hosts (or by daemon configuration), so a stored "host" says nothing about what was
         # asked: the cgroup namespace is judged at create only.
@@ -69,15 +76,10 @@ class LiveState:
     def volumes_from_facts(self, name: str, where: str) -> list[Fact]:
         """``--volumes-from NAME`` takes over NAME's mounts: its binds and volumes count as
         this container's (checked with the policy in force now)."""
-        try:
-            info = self.docker.inspect_container(name, Deadline(LOOKUP_SECONDS))
-        except DockerError as exc:
-            raise _unavailable(f"container {name[:100]!r}", exc) from None
-        if info is None:
-            return []  # dockerd refuses the create
-        stored = info.get("HostConfig")
-        doc = loads(json.dumps(stored if isinstance(stored, dict) else {}).encode())
-        facts = checks.run_checks((checks.check_binds, checks.check_mounts), doc, where)
+        found = self._container(name)
+        if found is None:
+            return []
+        facts = checks.run_checks((checks.check_binds, checks.check_mounts), found[1], where)
         return [Fact(f.kind, f.value, f.where, f"from {name!r}") for f in facts]
 
     def network_facts(self, target: str, where: str) -> list[Fact]:

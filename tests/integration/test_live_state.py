@@ -39,45 +39,39 @@ def test_unchanged_container_starts(docker_env, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_container_created_under_a_looser_policy_cannot_start(start_docker_env, tmp_path):
-    """A privileged container made while an exception allowed it is refused at start once the
-    exception is gone (the policy is reloaded with SIGHUP)."""
+def _loose_then_strict(start_docker_env, tmp_path, rule, create_args):
+    """A pair whose policy lifts ``rule`` while a container is created with ``create_args``,
+    then is reloaded (SIGHUP) without that exception. Returns (env, container name)."""
     policy = tmp_path / "policies"
     shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "..", "policies"), policy)
     add_trust_exceptions(policy, ["docker.io/local/busybox"])
     rules = policy / "rules.yaml"
     strict = rules.read_text()
-    rules.write_text(strict.replace("exceptions: []", """exceptions:
-  - id: temporary-privileged
-    rules: [privileged]
+    rules.write_text(strict.replace("exceptions: []", f"""exceptions:
+  - id: temporary
+    rules: [{rule}]
     subjects: ["*"]
     reason: a test of reloads""", 1))
     env = start_docker_env(policy_dir=policy)
     name = f"loose-{uuid.uuid4().hex[:8]}"
-    env.docker("create", "--name", name, "--privileged", BUSYBOX_IMAGE, *TRUE)
+    env.docker("create", "--name", name, *create_args, BUSYBOX_IMAGE, *TRUE)
     rules.write_text(strict)
     env.reload_policy()
+    return env, name
+
+
+def test_container_created_under_a_looser_policy_cannot_start(start_docker_env, tmp_path):
+    """A privileged container made while an exception allowed it is refused at start once the
+    exception is gone."""
+    env, name = _loose_then_strict(start_docker_env, tmp_path, "privileged", ["--privileged"])
     result = env.docker("start", name, check=False)
     assert_cli_denied(env, result, "privileged")
 
 
 def test_volumes_from_a_container_with_a_sensitive_bind(start_docker_env, tmp_path):
     """An admin's container made under an exception lends its /etc bind to nobody."""
-    policy = tmp_path / "policies"
-    shutil.copytree(os.path.join(os.path.dirname(__file__), "..", "..", "policies"), policy)
-    add_trust_exceptions(policy, ["docker.io/local/busybox"])
-    rules = policy / "rules.yaml"
-    strict = rules.read_text()
-    rules.write_text(strict.replace("exceptions: []", """exceptions:
-  - id: admin-etc
-    rules: [sensitive-host-mounts]
-    subjects: ["*"]
-    reason: a test of volumes-from""", 1))
-    env = start_docker_env(policy_dir=policy)
-    name = f"admin-{uuid.uuid4().hex[:8]}"
-    env.docker("create", "--name", name, "-v", "/etc:/hostetc:ro", BUSYBOX_IMAGE, *TRUE)
-    rules.write_text(strict)
-    env.reload_policy()
+    env, name = _loose_then_strict(start_docker_env, tmp_path, "sensitive-host-mounts",
+                                   ["-v", "/etc:/hostetc:ro"])
     before = env.container_ids()
     result = env.docker("create", "--volumes-from", name, BUSYBOX_IMAGE, *TRUE, check=False)
     assert_cli_denied(env, result, "sensitive-host-mounts")
