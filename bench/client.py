@@ -170,8 +170,10 @@ def run_client(index: int, kind: str, path: str, sessions: list[list[Call]],
     result = {"index": index, "ok": 0, "mismatch": 0, "errors": 0, "first_problem": None,
               "reconnects": 0, "cpu_s": 0.0}
     lat = array("q")
+    kinds = array("H")  # index into the session's calls: which call each latency is
     # Each client starts at another point of the session cycle.
     calls = [c for s in sessions for c in s]
+    per_session = len(sessions[0])
     i = (index * 7919) % len(calls)
     n_calls = len(calls)
     cpu_start = None
@@ -198,6 +200,7 @@ def run_client(index: int, kind: str, path: str, sessions: list[list[Call]],
             if allow is expected:
                 result["ok"] += 1
                 lat.append(t1 - t0)
+                kinds.append((i - 1) % per_session)
             else:
                 result["mismatch" if allow is not None else "errors"] += 1
                 if result["first_problem"] is None:
@@ -213,6 +216,7 @@ def run_client(index: int, kind: str, path: str, sessions: list[list[Call]],
             result["reconnects"] = conn.reconnects
             conn.close()
         result["lat"] = lat.tobytes()
+        result["kinds"] = kinds.tobytes()
         pipe.send(result)
         pipe.close()
         os._exit(0)

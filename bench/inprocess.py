@@ -1,9 +1,11 @@
 """Where the time goes: each workload call through the Flask apps in-process, no server.
 
-Calls ``app.wsgi_app`` directly (no gunicorn, no socket, one thread) for every call of
-the session, floor (allow_all) and pyauthz (decision log to a temp file, or /dev/null),
-and prints µs per call by kind. Less disturbed by a busy machine than run.py, and it
-shows which calls are expensive. It is not the benchmark: run.py is.
+Calls ``app.wsgi_app`` directly (no gunicorn, one thread) for every call of the session,
+floor (allow_all) and pyauthz (decision log to a temp file, or /dev/null), and prints µs
+per call by kind. pyauthz's own reads of dockerd go to ``dockerd_standin.py`` without the
+nested plugin calls (their cost is not in these figures; it is in run.py's). Less
+disturbed by a busy machine than run.py, and it shows which calls are expensive. It is
+not the benchmark: run.py is.
 
     python bench/inprocess.py [--repeat 300] [--policy DIR] [--trust]
 """
@@ -15,6 +17,7 @@ import io
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,20 +82,30 @@ def main() -> None:
     from authz.app import AppConfig, create_app
 
     tmp = tempfile.mkdtemp(prefix="pyauthz-inproc-")
+    standin_socket = os.path.join(tmp, "dockerd.sock")
+    standin = subprocess.Popen([sys.executable, os.path.join(HERE, "dockerd_standin.py"),
+                                "--socket", standin_socket])
     try:
+        for _ in range(100):
+            if os.path.exists(standin_socket):
+                break
+            time.sleep(0.05)
         policy = os.path.join(tmp, "policies")
         shutil.copytree(args.policy, policy)
         if not args.trust and os.path.exists(os.path.join(policy, "trust.yaml")):
             os.unlink(os.path.join(policy, "trust.yaml"))
         log = Path("/dev/null") if args.devnull else Path(tmp) / "decisions.log"
         apps = {"floor": allow_all.create_app(),
-                "pyauthz": create_app(AppConfig(policy_dir=Path(policy), log_file=log))}
+                "pyauthz": create_app(AppConfig(policy_dir=Path(policy), log_file=log,
+                                                docker_host=f"unix://{standin_socket}"))}
         sessions = workload.build(8)
         results = {}
         for name, app in apps.items():
             time_app(app, sessions[:1], 5)  # warm caches, imports
             results[name] = time_app(app, sessions, max(1, args.repeat // len(sessions)))
     finally:
+        standin.terminate()
+        standin.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 
     kinds = list(results["floor"])

@@ -231,16 +231,27 @@ def measure(server: Server, concurrency: int, sessions, args) -> dict:
         else:
             results.append({"index": len(results), "ok": 0, "mismatch": 0, "errors": 1,
                             "first_problem": "client gave no result", "reconnects": 0,
-                            "cpu_s": 0.0, "lat": b""})
+                            "cpu_s": 0.0, "lat": b"", "kinds": b""})
         p.join(5)
         if p.is_alive():
             p.kill()
             p.join()
 
-    lat = array("q")
+    lat, kinds = array("q"), array("H")
     for r in results:
         lat.frombytes(r.pop("lat"))
+        kinds.frombytes(r.pop("kinds"))
     lat_ms = sorted(v / 1e6 for v in lat)
+    by_kind: dict[int, list[float]] = {}
+    for v, k in zip(lat, kinds):
+        by_kind.setdefault(k, []).append(v / 1e6)
+    per_call = []
+    for k, values in sorted(by_kind.items()):
+        values.sort()
+        call = sessions[0][k]
+        per_call.append({"call": f"{call.command} {call.phase} {call.what}",
+                         "n": len(values), "p50_ms": round(percentile(values, 0.5), 3),
+                         "p99_ms": round(percentile(values, 0.99), 3)})
     ok = sum(r["ok"] for r in results)
     server_cpu = sum(cpu1[pid] - cpu0[pid] for pid in pids)
     client_cpu = sum(r["cpu_s"] for r in results)
@@ -264,6 +275,7 @@ def measure(server: Server, concurrency: int, sessions, args) -> dict:
         "foreign_cpu_pct": max(0.0, (busy1 - busy0) - server_cpu - client_cpu - standin_cpu)
                            / args.duration * 100,
         "per_client_decisions": [r["ok"] for r in results],
+        "per_call": per_call,
         "mismatches": sum(r["mismatch"] for r in results),
         "errors": sum(r["errors"] for r in results),
         "reconnects": sum(r["reconnects"] for r in results),
@@ -339,6 +351,30 @@ def print_table(summary: dict, comparisons: dict, out=sys.stdout) -> None:
                   f"{r['p99_ratio']:>7.2f}x {r['cpu_ratio']:>15.2f}x", file=out)
             print(f"  {'':<{w}}   cost above base: time/decision {r['throughput_cost']:+.0%}, "
                   f"p99 {r['p99_cost']:+.0%} (aim <= +{AIM:.0%}): {verdict}", file=out)
+
+
+def per_call_table(runs: list[dict], names: list[str], out=sys.stdout) -> dict:
+    """p50 latency of each call of the session, at the lowest concurrency (median over
+    rounds): which calls make the tail."""
+    c = min(r["concurrency"] for r in runs)
+    table: dict[str, dict[str, float]] = {}
+    for name in names:
+        rows: dict[str, list[float]] = {}
+        for r in runs:
+            if r["server"] == name and r["concurrency"] == c:
+                for row in r.get("per_call", []):
+                    rows.setdefault(row["call"], []).append(row["p50_ms"])
+        for call, values in rows.items():
+            table.setdefault(call, {})[name] = statistics.median(values)
+    if not table:
+        return {}
+    w = max(len(k) for k in table)
+    print(f"\np50 ms of each call, {c} client{'s' if c != 1 else ''}", file=out)
+    print(f"  {'call':<{w}} " + " ".join(f"{n:>16}" for n in names), file=out)
+    for call, per in table.items():
+        print(f"  {call:<{w}} " + " ".join(f"{per.get(n, float('nan')):>16.3f}" for n in names),
+              file=out)
+    return {"concurrency": c, "p50_ms": table}
 
 
 def machine() -> dict:
@@ -542,12 +578,14 @@ def main(argv=None) -> int:
         for r in comparisons[f"{n} / {base}"].values():
             r["aim_applies"] = by_name[n].kind != "floor" and by_name[base].kind == "floor"
     print_table(summary, comparisons)
+    per_call = per_call_table(runs, done_names)
     noisy = max(r["foreign_cpu_pct"] for r in runs)
     if noisy > 10:
         print(f"\nnote: up to {noisy:.0f}% of a CPU was used by other processes during a "
               f"measurement; figures are noisy.")
     if args.json:
-        doc = {"machine": info, "summary": summary, "comparisons": comparisons, "runs": runs}
+        doc = {"machine": info, "summary": summary, "comparisons": comparisons,
+               "per_call": per_call, "runs": runs}
         if args.json == "-":
             json.dump(doc, sys.stdout, indent=1)
             print()
