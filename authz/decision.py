@@ -98,10 +98,12 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
     if live is not None:
         for name in decoded.starts:
             started = live.started_container(name)
-            if started is not None:
-                facts += started.facts
+            facts += started.facts
+            if started.image_id:
                 image = image or normalize_image(started.image or started.image_id, default_tag=True)
                 started_images.append(started.image_id)
+        for name, where in decoded.volumes:
+            facts += live.volume_facts(name, where)
         for name, where in decoded.volumes_from:
             facts += live.volumes_from_facts(name, where)
         for target, where in decoded.network_targets:

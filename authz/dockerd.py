@@ -3,7 +3,7 @@
 Each request goes through dockerd's authorization chain, so through this plugin too. It is
 an ordinary read request, not marked in any way (nothing a client sends can make a request
 count as the plugin's own); the plugin's policy must allow ``GET /images/*/json``,
-``GET /containers/*/json`` and ``GET /networks/*``. It is served by another gunicorn thread
+``GET /containers/*/json``, ``GET /networks/*`` and ``GET /volumes/*``. It is served by another gunicorn thread
 or worker. If none is free, or dockerd does not answer, the timeout ends the wait and the
 check denies: no deadlock, and closed.
 """
@@ -77,6 +77,11 @@ class DockerClient:
         return self._inspect(f"/networks/{quote(name, safe='')}", deadline,
                              "the network", "GET /networks/*")
 
+    def inspect_volume(self, name: str, deadline: Deadline) -> dict | None:
+        """The volume's inspect JSON (``Driver``, ``Options``) or None."""
+        return self._inspect(f"/volumes/{quote(name, safe='')}", deadline,
+                             "the volume", "GET /volumes/*")
+
     def _inspect(self, path: str, deadline: Deadline, what: str, route: str) -> dict | None:
         timeout = deadline.bound(self.timeout, f"asking dockerd for {what}")
         conn = self._connection(timeout)
@@ -117,7 +122,8 @@ class DockerClient:
             data = json.loads(body)
         except ValueError:
             raise DockerError(f"dockerd's answer for {what} is not JSON") from None
-        key = {"images": "Id", "containers": "Image", "networks": "Name"}[path.split("/")[1]]
+        key = {"images": "Id", "containers": "Image", "networks": "Name",
+               "volumes": "Name"}[path.split("/")[1]]
         if not isinstance(data, dict) or not isinstance(data.get(key), str):
             raise DockerError(f"dockerd's answer for {what} has no {key}")
         return data

@@ -328,6 +328,24 @@ def check_sysctls(hc: GoObject, where: str) -> Iterator[Fact]:
         yield Fact("sysctl", name.replace("/", "."), f"{_p(where)}Sysctls[{name!r}]")
 
 
+def named_volumes(hc: GoObject | None, where: str) -> list[tuple[str, str]]:
+    """Named volumes a container mounts (``-v NAME:/dst``, ``--mount type=volume,src=NAME``):
+    their options were set when they were created, so they are looked up (live.py)."""
+    found: list[tuple[str, str]] = []
+    for i, spec in enumerate(get_strings(hc, "Binds", where) or ()):
+        source, _ = parse_bind(spec)
+        name = spec.split(":", 1)[0]
+        if source is None and ":" in spec and name:
+            found.append((name, f"{_p(where)}Binds[{i}]"))
+    for i, mount in enumerate(get_list(hc, "Mounts", where) or ()):
+        at = f"{_p(where)}Mounts[{i}]"
+        if isinstance(mount, GoObject) and get_str(mount, "Type", at).lower() == "volume":
+            name = get_str(mount, "Source", at)
+            if name:
+                found.append((name, at))
+    return found
+
+
 HOST_CONFIG_CHECKS: tuple[Check, ...] = (
     check_privileged,
     check_host_namespaces,

@@ -40,6 +40,8 @@ class Decoded:
     starts: list[str] = field(default_factory=list)
     # Containers whose mounts a create takes over (--volumes-from NAME[:ro|rw]), and where.
     volumes_from: list[tuple[str, str]] = field(default_factory=list)
+    # Named volumes a create mounts, and where: their options are looked up (live.py).
+    volumes: list[tuple[str, str]] = field(default_factory=list)
     # Service network targets other than "host" (a name, an id or an id prefix), and where.
     network_targets: list[tuple[str, str]] = field(default_factory=list)
 
@@ -121,6 +123,7 @@ def _host_config_facts(doc: GoObject | None, out: Decoded) -> list[Fact]:
     for i, spec in enumerate(get_strings(host_config, "VolumesFrom", where) or ()):
         name = spec.split(":", 1)[0]
         out.volumes_from.append((name, f"{where + '.' if where else ''}VolumesFrom[{i}]"))
+    out.volumes += checks.named_volumes(host_config, where)
     return checks.run_checks(checks.HOST_CONFIG_CHECKS, host_config, where)
 
 

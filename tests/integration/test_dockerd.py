@@ -88,8 +88,12 @@ def test_exec(env, sleeper):
 
 def test_container_lifecycle(env):
     name = unique("life")
-    env.docker("create", "--name", name, "--network", "none", BB, BUSYBOX, "sleep", "60")
-    env.docker("start", name)
+    cid = env.docker("create", "--name", name, "--network", "none", BB, BUSYBOX, "sleep", "60").stdout.strip()
+    # By name, dockerd looks the container up again after the plugin's check: refused.
+    assert_cli_denied(env, env.docker("start", name, check=False), "start-by-id")
+    assert_cli_denied(env, env.docker("start", cid[:12], check=False), "start-by-id")
+    env.docker("start", cid)
+    env.docker("restart", "-t", "1", cid)
     hc = json.loads(env.docker("inspect", name).stdout)[0]["HostConfig"]
     assert hc["Privileged"] is False
     env.docker("logs", name)

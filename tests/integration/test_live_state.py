@@ -18,12 +18,12 @@ def test_bind_source_swapped_for_a_symlink_after_create(docker_env, tmp_path):
     source = tmp_path / "data"
     source.mkdir()
     name = f"swap-{uuid.uuid4().hex[:8]}"
-    env.docker("create", "--name", name, "-v", f"{source}:/data", BUSYBOX_IMAGE, *TRUE)
+    cid = env.docker("create", "--name", name, "-v", f"{source}:/data", BUSYBOX_IMAGE, *TRUE).stdout.strip()
     try:
         # A writer (another container sharing tmp_path, say) replaces the directory.
         shutil.rmtree(source)
         os.symlink("/etc", source)
-        result = env.docker("start", name, check=False)
+        result = env.docker("start", cid, check=False)
         assert_cli_denied(env, result, "sensitive-host-mounts")
         state = env.docker("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
         assert state == "created"
@@ -54,10 +54,10 @@ def _loose_then_strict(start_docker_env, tmp_path, rule, create_args):
     reason: a test of reloads""", 1))
     env = start_docker_env(policy_dir=policy)
     name = f"loose-{uuid.uuid4().hex[:8]}"
-    env.docker("create", "--name", name, *create_args, BUSYBOX_IMAGE, *TRUE)
+    cid = env.docker("create", "--name", name, *create_args, BUSYBOX_IMAGE, *TRUE).stdout.strip()
     rules.write_text(strict)
     env.reload_policy()
-    return env, name
+    return env, cid
 
 
 def test_container_created_under_a_looser_policy_cannot_start(start_docker_env, tmp_path):
@@ -76,3 +76,22 @@ def test_volumes_from_a_container_with_a_sensitive_bind(start_docker_env, tmp_pa
     result = env.docker("create", "--volumes-from", name, BUSYBOX_IMAGE, *TRUE, check=False)
     assert_cli_denied(env, result, "sensitive-host-mounts")
     assert env.container_ids() == before
+
+
+def test_named_bind_volume_is_looked_up_at_create(docker_env, tmp_path):
+    """A volume's options are set at volume create; a symlink in its device swapped later is
+    seen when a container mounts it."""
+    env = docker_env
+    target = tmp_path / "dir"
+    target.mkdir()
+    vol = f"vv-{uuid.uuid4().hex[:8]}"
+    env.docker("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={target}", vol)
+    try:
+        shutil.rmtree(target)
+        os.symlink("/etc", target)
+        before = env.container_ids()
+        result = env.docker("create", "-v", f"{vol}:/x", BUSYBOX_IMAGE, *TRUE, check=False)
+        assert_cli_denied(env, result, "sensitive-host-mounts")
+        assert env.container_ids() == before
+    finally:
+        env.docker("volume", "rm", "-f", vol, check=False)

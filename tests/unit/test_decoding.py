@@ -395,3 +395,10 @@ def test_refusals_do_not_echo_query_values():
 def test_overlong_version_is_refused():
     with pytest.raises(RequestRefused):
         decode(call("GET", "/v" + "1" * 5000 + "/_ping"))
+
+
+def test_named_volumes_of_a_create_are_listed_for_lookup():
+    _, decoded = decode(call("POST", "/containers/create", {"Image": "x", "HostConfig": {
+        "Binds": ["vv:/data", "/srv:/srv", "/anon"],
+        "Mounts": [{"Type": "volume", "Source": "ww", "Target": "/w"}, {"Type": "volume", "Target": "/a"}]}}))
+    assert [name for name, _ in decoded.volumes] == ["vv", "ww"]

@@ -10,15 +10,25 @@ from authz.dockerd import DockerError
 
 
 class FakeDocker:
-    def __init__(self, containers=None, networks=None, fail=False):
+    def __init__(self, containers=None, networks=None, volumes=None, fail=False):
         self.containers = containers or {}
         self.networks = networks or {}
+        self.volumes = volumes or {}
         self.fail = fail
+
+    def inspect_volume(self, name, deadline):
+        if self.fail:
+            raise DockerError("dockerd did not answer")
+        return self.volumes.get(name)
 
     def inspect_container(self, name, deadline):
         if self.fail:
             raise DockerError("dockerd did not answer")
-        return self.containers.get(name)
+        for key, info in self.containers.items():
+            if name in (key, info.get("Id"), (info.get("Name") or "")[1:]) or (
+                    info.get("Id", "").startswith(name)):
+                return info
+        return None
 
     def inspect_network(self, name, deadline):
         if self.fail:
@@ -39,8 +49,11 @@ def test_service_network_named_by_id_prefix_is_the_host_network():
     assert live.network_facts("nope", "Networks[0].Target") == []
 
 
+ID = "c" * 64
+
+
 def test_started_container_is_checked_with_its_stored_config():
-    stored = {"Image": "sha256:" + "a" * 64, "Config": {"Image": "busybox"},
+    stored = {"Id": ID, "Name": "/c1", "Image": "sha256:" + "a" * 64, "Config": {"Image": "busybox"},
               "HostConfig": {"Privileged": True, "CgroupnsMode": "host", "Binds": ["/:/h"],
                              "MaskedPaths": ["/proc/asound"]}}
     live = LiveState(FakeDocker(containers={"c1": json.loads(json.dumps(stored))}))
@@ -50,7 +63,40 @@ def test_started_container_is_checked_with_its_stored_config():
     # dockerd stores "host" as its own default on cgroup v1: not judged at start
     assert not any(f.kind == "namespace.cgroup" for f in started.facts)
     assert started.image_id == stored["Image"] and started.image == "busybox"
-    assert live.started_container("missing") is None
+    assert [(f.kind, f.value) for f in live.started_container("missing").facts] == \
+        [("start-target", "missing")]
+
+
+ID = "c" * 64
+
+
+@pytest.mark.parametrize("name, value", [(ID, "id"), ("web", "name"), ("cccc", "prefix")])
+def test_how_a_start_names_its_container(name, value):
+    live = LiveState(FakeDocker(containers={"web": {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64}}))
+    facts = live.started_container(name).facts
+    assert ("start-target", value) in {(f.kind, f.value) for f in facts}
+
+
+def test_start_checks_the_mounts_dockerd_makes(tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to("/etc")
+    container = {"Id": ID, "Name": "/heir", "Image": "sha256:" + "a" * 64, "HostConfig": {"VolumesFrom": ["src"]},
+                 "Mounts": [{"Type": "bind", "Source": str(link), "Destination": "/x"},
+                            {"Type": "volume", "Name": "vv", "Source": "/var/lib/docker/volumes/vv/_data",
+                             "Driver": "local"}]}
+    volumes = {"vv": {"Name": "vv", "Driver": "local",
+                      "Options": {"type": "none", "o": "bind", "device": "/var/run/docker.sock"}}}
+    live = LiveState(FakeDocker(containers={"heir": container}, volumes=volumes))
+    values = {(f.kind, f.value) for f in live.started_container(ID).facts}
+    assert {("host-path", "/etc"), ("host-path", "/var/run/docker.sock")} <= values
+
+
+def test_named_volume_options_are_looked_up():
+    volumes = {"vv": {"Name": "vv", "Driver": "local", "Options": {"type": "proc", "device": "proc"}},
+               "plain": {"Name": "plain", "Driver": "local", "Options": None}}
+    live = LiveState(FakeDocker(volumes=volumes))
+    assert ("volume-type", "proc") in {(f.kind, f.value) for f in live.volume_facts("vv", "HostConfig.Binds[0]")}
+    assert live.volume_facts("plain", "x") == [] and live.volume_facts("absent", "x") == []
 
 
 def test_unreadable_state_refuses():

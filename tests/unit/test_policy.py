@@ -64,6 +64,7 @@ def violated(policy, kind, value, *, subject="anonymous", endpoint="container.cr
     ("swarm-membership", ("endpoint", "swarm.join"), ("endpoint", "swarm.leave")),
     ("opaque-endpoints", ("endpoint", "build.grpc"), ("endpoint", "build")),
     ("daemon-debug", ("endpoint", "system.debug"), ("endpoint", "system.ping")),
+    ("start-by-id", ("start-target", "name"), ("start-target", "id")),
     ("unknown-write-endpoint", ("endpoint", "unknown.write"), ("endpoint", "unknown.read")),
 ])
 def test_default_rules(default_policy, rule, denied, allowed):
