@@ -6,11 +6,14 @@ wrong is a deny with the reason; nothing is ever answered as an allow by default
 
 from __future__ import annotations
 
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Flask, Response, json, request
+import json
+
+from flask import Flask, Response, request
 
 from authz import audit
 from authz.decision import (Decision, decide_request, decide_response, new_decision_id,
@@ -28,6 +31,11 @@ class AppConfig:
     policy_dir: Path
     log_file: Path | None = None
     docker_host: str | None = "unix:///var/run/docker.sock"
+    # Threads serving each worker. Decisions that wait on dockerd (whose reads come back
+    # through this plugin) may hold at most a quarter of them, so that those reads find a
+    # free thread; a decision that finds no slot within a second is refused.
+    threads: int = 32
+
 
 
 def _json(payload: dict) -> Response:
@@ -48,6 +56,7 @@ def create_app(config: AppConfig) -> Flask:
     policy = Policy.load(config.policy_dir)
     trust = _load_trust(config)
     live = LiveState(DockerClient(config.docker_host)) if config.docker_host else None
+    lookup_slots = threading.BoundedSemaphore(max(1, config.threads // 4))
     log = audit.make_logger(config.log_file)
     warnings = list(policy.warnings)
     if live is None:
@@ -73,7 +82,7 @@ def create_app(config: AppConfig) -> Flask:
         else:
             try:
                 if phase == REQUEST_PHASE:
-                    decision = decide_request(call, policy, trust, live)
+                    decision = decide_request(call, policy, trust, live, lookup_slots)
                 else:
                     decision = decide_response(call)
             except Exception as exc:  # noqa: BLE001 - fail closed, whatever it was

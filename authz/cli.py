@@ -30,7 +30,7 @@ def main() -> None:
 @click.option("--policy", "policy_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Policy directory (default: the shipped policies/).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256),
+@click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 256),
               help="Threads per worker.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the decision log here (JSON lines) instead of stdout.")
@@ -44,6 +44,7 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         policy_dir=policy_dir or default_policy_dir(),
         log_file=log_file,
         docker_host=docker_host,
+        threads=threads,
     )
     # Load once in the master so that a broken policy stops the start with a clear
     # message, instead of workers that crash in a loop.

@@ -4,18 +4,21 @@ image trust, all gathered so that a deny lists every reason at once."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from authz.decoding import Decoded, RequestRefused, Target, decode
-from authz.decoding.endpoints import normalize_image
+from authz.decoding.endpoints import READ_METHODS, match_route, normalize_image
+from authz.decoding.uri import parse_target
 from authz.decoding.facts import Fact
 from authz.decoding.live import LiveState
 from authz.policy.engine import Exemption, Policy, Violation
 from authz.protocol import REQUEST_PHASE, AuthzRequest
 
 ANONYMOUS = "anonymous"
+LOOKUP_SLOT_SECONDS = 1.0
 
 _REFUSAL_MESSAGES = {
     "request-uri": "The request target cannot be read exactly as dockerd routes it.",
@@ -77,19 +80,39 @@ def subject_of(call: AuthzRequest) -> str:
 
 
 def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | None,
-                   live: LiveState | None = None) -> Decision:
+                   live: LiveState | None = None,
+                   lookup_slots: threading.BoundedSemaphore | None = None) -> Decision:
     started = time.perf_counter()
     decision = Decision(id=new_decision_id(), phase=REQUEST_PHASE, allow=False)
     try:
         target, decoded = decode(call)
         decision.target = target
         decision.endpoint = decoded.endpoint
-        _evaluate(decision, decoded, subject_of(call), policy, trust, live)
+        if lookup_slots is not None and _needs_lookups(decoded, trust, live):
+            # dockerd sends the plugin's own reads back through this plugin: hold at most
+            # a quarter of the threads in decisions that wait on them.
+            if not lookup_slots.acquire(timeout=LOOKUP_SLOT_SECONDS):
+                raise RequestRefused("request-state", "the plugin is busy with other decisions "
+                                     "that wait on dockerd or a registry",
+                                     "Retry; if it persists, raise pyauthz serve --threads.")
+            try:
+                _evaluate(decision, decoded, subject_of(call), policy, trust, live)
+            finally:
+                lookup_slots.release()
+        else:
+            _evaluate(decision, decoded, subject_of(call), policy, trust, live)
     except RequestRefused as exc:
         decision.violations = [refusal(exc)]
     decision.allow = not decision.violations
     decision.duration_ms = (time.perf_counter() - started) * 1000
     return decision
+
+
+def _needs_lookups(decoded: Decoded, trust: TrustChecker | None, live: LiveState | None) -> bool:
+    if trust is not None and (decoded.pulls or decoded.runs or decoded.services):
+        return True
+    return live is not None and bool(decoded.starts or decoded.volumes or decoded.volumes_from
+                                     or decoded.network_targets)
 
 
 def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy,
@@ -141,9 +164,10 @@ def decide_response(call: AuthzRequest) -> Decision:
     started = time.perf_counter()
     decision = Decision(id=new_decision_id(), phase=call.phase, allow=True)
     try:
-        target, decoded = decode(call)
-        decision.target = target
-        decision.endpoint = decoded.endpoint
+        decision.target = target = parse_target(call.method, call.uri)
+        route, _ = match_route(target.method, target.path)
+        decision.endpoint = route.endpoint if route else (
+            "unknown.read" if target.method in READ_METHODS else "unknown.write")
     except RequestRefused as exc:
         decision.endpoint = "invalid"
         decision.facts = [Fact("request", exc.rule, "uri", exc.found)]

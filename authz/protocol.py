@@ -107,16 +107,18 @@ def parse_call(raw: bytes, phase: str) -> AuthzRequest:
     status = doc.get("ResponseStatusCode")
     if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
         raise ProtocolError("ResponseStatusCode is not an integer")
+    request_phase = phase == REQUEST_PHASE
     return AuthzRequest(
         phase=phase,
         user=_text(doc, "User"),
         auth_method=_text(doc, "UserAuthNMethod"),
         method=_text(doc, "RequestMethod"),
         uri=_text(doc, "RequestUri"),
-        body=_base64(doc, "RequestBody"),
+        # The response phase only records the outcome: bodies are not read there.
+        body=_base64(doc, "RequestBody") if request_phase else None,
         headers=_headers(doc, "RequestHeaders"),
         response_status=status,
-        response_body=_base64(doc, "ResponseBody"),
+        response_body=None if request_phase else _base64(doc, "ResponseBody"),
         response_headers=_headers(doc, "ResponseHeaders"),
     )
 

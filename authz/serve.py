@@ -27,7 +27,7 @@ class SocketInUse(RuntimeError):
 class ServeOptions:
     socket_path: str = DEFAULT_SOCKET
     workers: int = 2
-    threads: int = 16
+    threads: int = 32
     # dockerd reuses its connection to the plugin; keep idle ones open for a while.
     keepalive: int = 75
     # A request to the plugin that takes longer than this is a bug; the worker is

@@ -190,7 +190,13 @@ class RegistryClient:
             if length and length.isdigit() and int(length) > limit:
                 raise RegistryBadResponse(f"{what}: {length} bytes is over the {limit}-byte limit")
             buf = bytearray()
-            for chunk in resp.iter_content(64 * 1024):
+            # read1 returns after one recv, so a registry that trickles bytes cannot hold
+            # the read past the deadline (iter_content would wait for a whole chunk, each
+            # recv with a fresh timeout). Content-Encoding is decoded by urllib3.
+            while True:
+                chunk = resp.raw.read1(64 * 1024, decode_content=True)
+                if not chunk:
+                    break
                 buf += chunk
                 if len(buf) > limit:
                     raise RegistryBadResponse(f"{what}: over the {limit}-byte limit")

@@ -20,10 +20,11 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from typing import Callable
 
+from authz.decoding.errors import RequestRefused
+from authz.decoding.gojson import get_obj, get_str, loads
 from authz.trust.keys import TrustedKey
 from authz.trust.policy import Identity
 from authz.trust.registry import RegistryError, RegistryNotFound
@@ -120,15 +121,21 @@ def _check_layer(i, layer, fetch_blob, digest, repository, keys, identity):
         return ("bad", f"payload bytes hash to {actual[:19]}…, not the layer digest "
                        f"{blob_digest[:19]}…")
     # 3. only now parse what was signed
+    # with Go's rules, as cosign and containers/image read it: keys match case-insensitively,
+    # and a payload that names a field twice is refused (Go would merge or override).
     try:
-        data = json.loads(payload)
-        critical = data["critical"]
-        kind = critical["type"]
-        signed_digest = critical["image"]["docker-manifest-digest"]
-        signed_ref = critical["identity"]["docker-reference"]
-    except (ValueError, KeyError, TypeError):
+        data = loads(payload)
+        critical = get_obj(data, "critical")
+        kind = get_str(critical, "type", "critical")
+        signed_digest = get_str(get_obj(critical, "image", "critical"),
+                                "docker-manifest-digest", "critical.image")
+        signed_ref = get_str(get_obj(critical, "identity", "critical"),
+                             "docker-reference", "critical.identity")
+        if critical is None:
+            raise ValueError("no critical section")
+    except (RequestRefused, ValueError, AttributeError):
         return ("bad", f"signed by {key.short} but the payload is not a cosign "
-                       f"simple-signing payload")
+                       f"simple-signing payload (or names a field twice)")
     if kind != PAYLOAD_TYPE:
         return ("bad", f"signed by {key.short} but the payload type is {str(kind)[:60]!r}")
     if not isinstance(signed_digest, str) or not hmac.compare_digest(signed_digest, digest):

@@ -3,6 +3,7 @@ cache (TTL, registry down), TLS with a CA file, basic and token auth from the cr
 file, and credentials never leaking into messages or the log."""
 
 import base64
+import concurrent.futures
 import json
 import socket
 import threading
@@ -381,3 +382,26 @@ def test_basic_login_not_sent_unless_challenged(tmp_path, key):
                            extra=f"credentials_file: {creds}\n")
         assert ImageTrust.load(tmp_path, None).check_pull(f"{reg.host}/{NAME}:1").allowed
         assert all(r["authorization"] is None for r in reg.requests if r["method"] == "GET")
+
+
+def test_dripping_registry_does_not_pin_the_check_threads(tmp_path, key):
+    """A registry that trickles bytes must not keep the checks' threads after the deadline:
+    more such pulls than threads, then an unrelated check must still get its own answer."""
+    drip = DripServer()
+    try:
+        trust = policy_for(tmp_path, key, drip.host, "timeouts:\n  decision: 1\n")
+        with concurrent.futures.ThreadPoolExecutor(40) as pool:
+            results = list(pool.map(lambda i: trust.check_pull(f"{drip.host}/{NAME}{i}:1"), range(40)))
+        assert not any(r.allowed for r in results)
+        time.sleep(2.5)  # a read of one recv ends within its 2 s timeout after the deadline
+        refused = socket.socket()
+        refused.bind(("127.0.0.1", 0))
+        port = refused.getsockname()[1]
+        refused.close()
+        started = time.monotonic()
+        result = trust.check_pull(f"127.0.0.1:{port}/{NAME}:1")
+        assert not result.allowed
+        assert "no decision within" not in result.found, result.found
+        assert time.monotonic() - started < 1.0
+    finally:
+        drip.close()

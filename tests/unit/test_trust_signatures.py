@@ -343,3 +343,21 @@ def test_pull_of_every_tag_is_denied_where_signatures_are_required(tmp_path, reg
 def test_invalid_reference(trust):
     result = trust.check_pull("UPPER/Case:x")
     assert not result.allowed and result.rule == "image-reference"
+
+
+def test_payload_naming_a_field_twice_is_refused(registry, pusher, trust, keys):
+    """cosign reads the payload with Go's rules (case-insensitive keys, duplicates merged):
+    a payload with "critical" and "Critical" could mean another digest to cosign."""
+    img = pusher.push_image(NAME, "1")
+    other = pusher.push_image(NAME, "2", seed="other")
+    good = payload(f"{registry.host}/{NAME}", img.digest).decode()
+    twice = good[:-1] + ', "Critical": {"image": {"docker-manifest-digest": "%s"}}}' % other.digest
+    pusher.sign(NAME, img.digest, [SigLayer(keys["team"], raw_payload=twice.encode())])
+    assert "names a field twice" in deny(trust, registry).found
+
+
+def test_payload_keys_match_case_insensitively(registry, pusher, trust, keys):
+    img = pusher.push_image(NAME, "1")
+    data = payload(f"{registry.host}/{NAME}", img.digest).decode().replace('"critical"', '"CRITICAL"')
+    pusher.sign(NAME, img.digest, [SigLayer(keys["team"], raw_payload=data.encode())])
+    assert trust.check_pull(ref(registry, ":1")).allowed
