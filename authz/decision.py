@@ -119,6 +119,7 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
               trust: TrustChecker | None, live: LiveState | None) -> None:
     facts, image, started_images = list(decoded.facts), decoded.image, []
     if live is not None:
+        live = live.for_decision()
         for name in decoded.starts:
             started = live.started_container(name)
             facts += started.facts

@@ -25,8 +25,10 @@ from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
 from authz.decoding.gojson import GoObject, loads
 from authz.dockerd import DockerClient, DockerError
-from authz.deadline import Deadline
+from authz.deadline import Deadline, DeadlineExceeded
 
+# All of one decision's lookups share this budget (dockerd waits on the plugin without a
+# timeout of its own).
 LOOKUP_SECONDS = 3.0
 
 
@@ -73,14 +75,23 @@ def _unavailable(what: str, exc: Exception) -> RequestRefused:
 
 
 class LiveState:
-    def __init__(self, docker: DockerClient):
+    """dockerd's state as one decision sees it: every lookup shares one deadline."""
+
+    def __init__(self, docker: DockerClient, deadline: Deadline | None = None):
         self.docker = docker
+        self.deadline = deadline
+
+    def for_decision(self) -> "LiveState":
+        return LiveState(self.docker, self._budget())
+
+    def _budget(self) -> Deadline:
+        return self.deadline or Deadline(LOOKUP_SECONDS)
 
     def _container(self, name: str) -> tuple[dict, GoObject] | None:
         """The container's inspect JSON and its stored HostConfig (read like a request's)."""
         try:
-            info = self.docker.inspect_container(name, Deadline(LOOKUP_SECONDS))
-        except DockerError as exc:
+            info = self.docker.inspect_container(name, self._budget())
+        except (DockerError, DeadlineExceeded) as exc:
             raise _unavailable(f"container {name[:100]!r}", exc) from None
         if info is None:
             return None  # dockerd refuses the request itself
@@ -130,8 +141,8 @@ class LiveState:
         """A named volume: what its ``local`` driver options mount (set when it was created,
         perhaps before this policy)."""
         try:
-            info = self.docker.inspect_volume(name, Deadline(LOOKUP_SECONDS))
-        except DockerError as exc:
+            info = self.docker.inspect_volume(name, self._budget())
+        except (DockerError, DeadlineExceeded) as exc:
             raise _unavailable(f"volume {name[:100]!r}", exc) from None
         if info is None:
             return []  # dockerd creates it, plain, at the create
@@ -152,8 +163,8 @@ class LiveState:
 
     def network_facts(self, target: str, where: str) -> list[Fact]:
         try:
-            info = self.docker.inspect_network(target, Deadline(LOOKUP_SECONDS))
-        except DockerError as exc:
+            info = self.docker.inspect_network(target, self._budget())
+        except (DockerError, DeadlineExceeded) as exc:
             raise _unavailable(f"network {target[:100]!r}", exc) from None
         if info is None:
             return []  # dockerd refuses a service on a network it does not have
