@@ -92,9 +92,8 @@ def create_app(config: AppConfig) -> Flask:
                     "The plugin failed while deciding; it denies rather than guess.",
                     "Report the decision id to the pyauthz maintainers.")]
                 app.logger.error("decision %s failed:\n%s", decision.id, traceback.format_exc())
-        event = audit.decision_event(call, decision, policy.revision)
         try:
-            log.info("decision", **event)
+            log.info("decision", **audit.decision_event(call, decision, policy.revision))
         except Exception:  # noqa: BLE001
             # A decision that cannot be logged is not made: auditors must see every one.
             app.logger.error("cannot write the decision log:\n%s", traceback.format_exc())
