@@ -51,7 +51,7 @@ def host_paths(raw: str) -> list[str]:
     return paths
 
 
-def _host_path_facts(kind: str, raw: str, where: str, detail: str = "") -> list[Fact]:
+def host_path_facts(kind: str, raw: str, where: str, detail: str = "") -> list[Fact]:
     return [Fact(kind, p, where, detail if p == raw else (detail or f"from {raw!r}"))
             for p in host_paths(raw)]
 
@@ -61,7 +61,7 @@ def _p(where: str) -> str:
     return f"{where}." if where else ""
 
 
-def _namespace(kind: str, mode: str, where: str) -> list[Fact]:
+def namespace_facts(kind: str, mode: str, where: str) -> list[Fact]:
     lowered = mode.lower()
     if lowered == "host":
         return [Fact(kind, "host", where)]
@@ -113,7 +113,7 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
         return []  # a plain named volume: a directory under dockerd's data root
     if is_bind:
         if device:
-            facts += _host_path_facts("host-path", device if device.startswith("/") else "/" + device,
+            facts += host_path_facts("host-path", device if device.startswith("/") else "/" + device,
                                       f"{_p(where)}device", "local volume o=bind")
         else:
             facts.append(Fact("host-path", "(empty)", f"{_p(where)}device", "bind without a device"))
@@ -157,7 +157,7 @@ def check_host_namespaces(hc: GoObject, where: str) -> Iterator[Fact]:
                         ("IpcMode", "namespace.ipc"), ("UTSMode", "namespace.uts"),
                         ("UsernsMode", "namespace.userns"), ("CgroupnsMode", "namespace.cgroup"),
                         ("Cgroup", "namespace.cgroup")):
-        yield from _namespace(kind, get_str(hc, field, where), f"{_p(where)}{field}")
+        yield from namespace_facts(kind, get_str(hc, field, where), f"{_p(where)}{field}")
 
 
 def check_capabilities(hc: GoObject, where: str) -> Iterator[Fact]:
@@ -211,7 +211,7 @@ def check_binds(hc: GoObject, where: str) -> Iterator[Fact]:
         at = f"{_p(where)}Binds[{i}]"
         source, modes = parse_bind(spec)
         if source is not None:
-            yield from _host_path_facts("host-path", source, at)
+            yield from host_path_facts("host-path", source, at)
         for mode in modes:
             if mode in ("shared", "rshared", "slave", "rslave"):
                 yield Fact("mount-propagation", mode, at)
@@ -226,7 +226,7 @@ def mount_facts(mount: Any, at: str) -> Iterator[Fact]:
     source = get_str(mount, "Source", at)
     if kind == "bind":
         if source:
-            yield from _host_path_facts("host-path", source, f"{at}.Source")
+            yield from host_path_facts("host-path", source, f"{at}.Source")
         else:
             yield Fact("host-path", "(empty)", f"{at}.Source", "bind mount without a source")
         options = get_obj(mount, "BindOptions", at)

@@ -144,7 +144,7 @@ def _container_start(target: Target, body: Body, out: Decoded) -> None:
     out.starts.append(out.params.get("name", ""))
     checkpoint_dir = target.query.get("checkpoint-dir")
     if checkpoint_dir:
-        out.facts += checks._host_path_facts("host-path", checkpoint_dir, "query checkpoint-dir")
+        out.facts += checks.host_path_facts("host-path", checkpoint_dir, "query checkpoint-dir")
     if not target.version_below("1.24"):
         body.expect_none(out.endpoint)
         return
@@ -157,7 +157,7 @@ def _checkpoint_create(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint)
     directory = get_str(doc, "CheckpointDir")
     if directory:
-        out.facts += checks._host_path_facts("host-path", directory, "CheckpointDir")
+        out.facts += checks.host_path_facts("host-path", directory, "CheckpointDir")
 
 
 def _container_restart(target: Target, body: Body, out: Decoded) -> None:
@@ -234,7 +234,7 @@ def _build(target: Target, body: Body, out: Decoded) -> None:
         # carry form values (networkmode=host) that dockerd reads and we cannot see.
         body.expect_none(out.endpoint)
     mode = query.get("networkmode")
-    out.facts += checks._namespace("namespace.network", mode, "query networkmode")
+    out.facts += checks.namespace_facts("namespace.network", mode, "query networkmode")
     for tag in query.getall("t"):
         out.facts.append(Fact("image.write", tag, "query t"))
 
@@ -288,7 +288,7 @@ def _plugin_set(target: Target, body: Body, out: Decoded) -> None:
     for i, setting in enumerate(doc):
         key, _, value = setting.partition("=")
         if key.endswith(".source") and value:
-            out.facts += checks._host_path_facts("host-path", value, f"[{i}] {key}")
+            out.facts += checks.host_path_facts("host-path", value, f"[{i}] {key}")
         elif key.endswith(".path") and value:
             out.facts.append(Fact("device", value, f"[{i}] {key}"))
 

@@ -129,7 +129,7 @@ class LiveState:
             at = f"container.Mounts[{i}]"
             kind, source = mount.get("Type"), mount.get("Source")
             if kind == "bind" and isinstance(source, str) and source:
-                facts += checks._host_path_facts("host-path", source, at)
+                facts += checks.host_path_facts("host-path", source, at)
                 propagation = mount.get("Propagation")
                 if propagation in ("shared", "rshared"):
                     facts.append(Fact("mount-propagation", propagation, at))
