@@ -77,7 +77,7 @@ def check_policy_command(policy_dir) -> None:
     directory = policy_dir or default_policy_dir()
     try:
         policy = Policy.load(directory)
-        trust = _load_trust(AppConfig(policy_dir=directory, docker_host=None))
+        trust = _load_trust(AppConfig(policy_dir=directory))  # serve's default docker host
     except Exception as exc:  # noqa: BLE001
         raise click.ClickException(str(exc))
     ruleset = policy.ruleset

@@ -103,9 +103,24 @@ def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | Non
             _evaluate(decision, decoded, subject_of(call), policy, trust, live)
     except RequestRefused as exc:
         decision.violations = [refusal(exc)]
+        if decision.target is None:
+            decision.target, decision.endpoint = _route_of(call)
     decision.allow = not decision.violations
     decision.duration_ms = (time.perf_counter() - started) * 1000
     return decision
+
+
+def _route_of(call: AuthzRequest) -> tuple[Target | None, str]:
+    """The target and endpoint name for the log, or (None, "invalid") when the URI itself
+    cannot be read."""
+    try:
+        target = parse_target(call.method, call.uri)
+    except RequestRefused:
+        return None, "invalid"
+    route, _ = match_route(target.method, target.path)
+    if route is not None:
+        return target, route.endpoint
+    return target, "unknown.read" if target.method in READ_METHODS else "unknown.write"
 
 
 def _needs_lookups(decoded: Decoded, trust: TrustChecker | None, live: LiveState | None) -> bool:
@@ -164,13 +179,6 @@ def decide_response(call: AuthzRequest) -> Decision:
     (the container exists by now), so it allows; only an unreadable call is denied."""
     started = time.perf_counter()
     decision = Decision(id=new_decision_id(), phase=call.phase, allow=True)
-    try:
-        decision.target = target = parse_target(call.method, call.uri)
-        route, _ = match_route(target.method, target.path)
-        decision.endpoint = route.endpoint if route else (
-            "unknown.read" if target.method in READ_METHODS else "unknown.write")
-    except RequestRefused as exc:
-        decision.endpoint = "invalid"
-        decision.facts = [Fact("request", exc.rule, "uri", exc.found)]
+    decision.target, decision.endpoint = _route_of(call)
     decision.duration_ms = (time.perf_counter() - started) * 1000
     return decision

@@ -147,3 +147,16 @@ def test_log_survives_lone_surrogates_and_redacts_url_credentials(plugin):
     entries = plugin.decisions()
     assert len(entries) == 2
     assert "TOKEN" not in json.dumps(entries)
+
+
+def test_refusals_still_name_the_endpoint(plugin):
+    body = b'{"HostConfig":{"Privileged":false,"privileged":true}}'
+    answer = plugin.call(RequestMethod="POST", RequestUri="/v1.41/containers/create",
+                         RequestBody=base64.b64encode(body).decode(),
+                         RequestHeaders={"Content-Type": "application/json", "Content-Length": str(len(body))})
+    assert answer["Allow"] is False and "[request-ambiguous]" in answer["Msg"]
+    assert "denied container.create" in answer["Msg"]
+    entry = plugin.decisions()[-1]
+    assert entry["endpoint"] == "container.create" and entry["path"] == "/containers/create"
+    plugin.call(RequestMethod="POST", RequestUri="http://x/containers/create")
+    assert plugin.decisions()[-1]["endpoint"] == "invalid"
