@@ -7,7 +7,8 @@ COPY pyproject.toml README.md ./
 COPY authz ./authz
 RUN pip install --no-cache-dir .
 COPY policies /etc/pyauthz/policies
-# The socket dockerd finds the plugin on, and dockerd's own socket (image signature checks).
+# The socket dockerd finds the plugin on. Also bind-mount dockerd's own socket
+# (-v /var/run/docker.sock:/var/run/docker.sock): image checks and start re-checks read it.
 VOLUME ["/run/docker/plugins"]
 ENTRYPOINT ["pyauthz", "serve", "--policy", "/etc/pyauthz/policies", \
             "--socket", "/run/docker/plugins/pyauthz.sock"]
