@@ -11,7 +11,6 @@ Every request goes over dockerd's socket byte for byte (``api(..., raw=True)`` o
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -156,7 +155,7 @@ def test_form_content_type_on_create(env, guarded):
 def test_form_body_overrides_fromimage(env, guarded):
     # Go's ParseForm merges a urlencoded body into the query values, body first:
     # dockerd would pull the body's fromImage, not the query's.
-    resp = env.api("POST", f"/images/create?fromImage=local/busybox&tag=1",
+    resp = env.api("POST", "/images/create?fromImage=local/busybox&tag=1",
                    "fromImage=127.0.0.1:5999/evil&tag=latest",
                    [("Content-Type", "application/x-www-form-urlencoded")], raw=True)
     assert_api_denied(env, resp, "request-form-body")

@@ -6,7 +6,6 @@ import os
 import shutil
 import uuid
 
-import pytest
 
 from tests.support.dockerd import BUSYBOX_IMAGE, add_trust_exceptions, assert_cli_denied
 

@@ -1,6 +1,5 @@
 """The policy: rules.yaml loading, Casbin evaluation, exceptions, and the shipped default."""
 
-import datetime as dt
 import shutil
 import textwrap
 from pathlib import Path
