@@ -114,11 +114,11 @@ def pytest_unconfigure(config):
     _close_all()
 
 
-def _start(policy_dir=None, name=None) -> DockerEnv:
+def _start(policy_dir=None, name=None, **options) -> DockerEnv:
     reason = missing_requirements()
     if reason:
         pytest.skip(reason)
-    env = DockerEnv.start(policy_dir=policy_dir, name=name)
+    env = DockerEnv.start(policy_dir=policy_dir, name=name, **options)
     _ACTIVE.append(env)
     return env
 
@@ -149,8 +149,8 @@ def docker_env(plugin_and_dockerd):
 def start_docker_env():
     started: list[DockerEnv] = []
 
-    def start(policy_dir=None, name=None) -> DockerEnv:
-        env = _start(policy_dir=policy_dir, name=name)
+    def start(policy_dir=None, name=None, **options) -> DockerEnv:
+        env = _start(policy_dir=policy_dir, name=name, **options)
         started.append(env)
         return env
 

@@ -9,12 +9,13 @@ the unsigned ones are made with commit, import and load, and by re-tagging.
 import re
 import shutil
 import tarfile
+import time
 
 import pytest
 
 from tests.support.cosign import Key, Pusher, write_trust_policy
 from tests.support.dockerd import BUSYBOX_IMAGE, BUSYBOX_PATH, SHIPPED_POLICIES
-from tests.support.registry import RealRegistry, registry_missing
+from tests.support.registry import HangServer, RealRegistry, registry_missing
 
 pytestmark = [
     pytest.mark.integration,
@@ -42,6 +43,7 @@ def trust_env(start_docker_env, tmp_path_factory):
         "  - pattern: docker.io/local/busybox\n"
         "    reason: the suite's imported test image\n"))
     try:
+        s.policy_dir = policy_dir
         s.env = start_docker_env(policy_dir=policy_dir, name="pyauthz-trust")
         env = s.env
         s.app = f"{host}/team/app"
@@ -186,3 +188,28 @@ def test_pull_of_every_tag_is_denied(trust_env):
 
 def push_only(env, target: str) -> None:
     env.docker("push", target)
+
+
+def test_registry_down_with_and_without_a_cached_verification(trust_env, start_docker_env):
+    """A verified image still runs while its registry is down (the verification is cached,
+    per worker: one worker here); an image never verified is denied."""
+    env = start_docker_env(policy_dir=trust_env.policy_dir, name="pyauthz-trust-cache", workers=1)
+    env.docker("pull", f"{trust_env.app}:1")
+    env.docker("run", "--rm", f"{trust_env.app}:1", *TRUE)
+    trust_env.registry.stop()
+    try:
+        env.docker("run", "--rm", f"{trust_env.app}:1", *TRUE)
+        assert "trust_cached" in env.decision_log_text() and '"trust_cached":true' in env.decision_log_text()
+        denied(env, env.docker("pull", f"{trust_env.unsigned}:1", check=False), "unreachable")
+    finally:
+        trust_env.registry.start()
+
+
+def test_hanging_registry_decision_ends_in_time(trust_env):
+    env = trust_env.env
+    with HangServer() as hang:
+        started = time.monotonic()
+        result = env.docker("pull", f"{hang.host}/team/app:1", check=False, timeout=60)
+        elapsed = time.monotonic() - started
+    denied(env, result)
+    assert elapsed < 15, elapsed
