@@ -181,3 +181,22 @@ def shipped_policy_dir_copy(tmp_path):
     else:
         dst.mkdir()
     return dst
+
+
+# --------------------------------------------------------------------------- image trust
+
+@pytest.fixture
+def registry():
+    """An in-process registry (tests/support/registry.py's FakeRegistry) for trust tests."""
+    from tests.support.registry import FakeRegistry
+
+    with FakeRegistry() as reg:
+        yield reg
+
+
+@pytest.fixture
+def pusher(registry):
+    """Pushes images and cosign-format signatures to ``registry``."""
+    from tests.support.cosign import Pusher
+
+    return Pusher(registry.url)

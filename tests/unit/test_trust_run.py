@@ -15,8 +15,7 @@ import pytest
 
 from authz.trust import ImageTrust
 from authz.decoding.reference import InvalidReference, is_image_id, parse_reference
-from tests.support.cosign import Key, Pusher, write_trust_policy
-from tests.support.registry import FakeRegistry
+from tests.support.cosign import Key, write_trust_policy
 
 NAME = "team/app"
 
@@ -116,17 +115,6 @@ class FakeDockerd:
 @pytest.fixture(scope="module")
 def key():
     return Key()
-
-
-@pytest.fixture
-def registry():
-    with FakeRegistry() as reg:
-        yield reg
-
-
-@pytest.fixture
-def pusher(registry):
-    return Pusher(registry.url)
 
 
 @pytest.fixture

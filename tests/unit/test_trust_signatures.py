@@ -6,8 +6,7 @@ import json
 import pytest
 
 from authz.trust import ImageTrust
-from tests.support.cosign import Key, Pusher, SigLayer, payload, write_trust_policy
-from tests.support.registry import FakeRegistry
+from tests.support.cosign import Key, SigLayer, payload, write_trust_policy
 
 NAME = "team/app"
 
@@ -16,17 +15,6 @@ NAME = "team/app"
 def keys():
     return {"team": Key("ecdsa"), "other": Key("ecdsa"), "rsa": Key("rsa"),
             "ed": Key("ed25519"), "old": Key("ecdsa")}
-
-
-@pytest.fixture
-def registry():
-    with FakeRegistry() as reg:
-        yield reg
-
-
-@pytest.fixture
-def pusher(registry):
-    return Pusher(registry.url)
 
 
 def make_trust(tmp_path, registry, keys: dict, extra: str = "") -> ImageTrust:
