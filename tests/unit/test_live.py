@@ -115,3 +115,27 @@ def test_volumes_from_takes_over_the_source_containers_binds():
     facts = live.volumes_from_facts("admin", "HostConfig.VolumesFrom[0]")
     assert [(f.kind, f.value) for f in facts][:1] == [("host-path", "/var/run/docker.sock")]
     assert not any(f.kind == "privileged" for f in facts)  # only mounts are taken over
+
+
+def test_decisions_that_wait_on_dockerd_are_bounded_by_lookup_slots():
+    """When every lookup slot is held, a start is refused within about a second instead of
+    taking a thread that dockerd's own reads (back through the plugin) would need."""
+    import threading
+    import time
+    from pathlib import Path
+
+    from authz.decision import decide_request
+    from authz.policy import Policy
+    from authz.protocol import AuthzRequest, Headers
+
+    policy = Policy.load(Path(__file__).resolve().parents[2] / "policies")
+    live = LiveState(FakeDocker(containers={"web": {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64}}))
+    call = AuthzRequest(phase="request", method="POST", uri=f"/v1.41/containers/{ID}/start",
+                        headers=Headers({"Content-Length": "0"}))
+    slots = threading.BoundedSemaphore(1)
+    assert decide_request(call, policy, None, live, slots).allow
+    slots.acquire()
+    started = time.monotonic()
+    decision = decide_request(call, policy, None, live, slots)
+    assert time.monotonic() - started < 2.0
+    assert not decision.allow and decision.violations[0].rule == "request-state"
