@@ -15,6 +15,7 @@ from authz.decoding.uri import parse_target
 from authz.decoding.facts import Fact
 from authz.decoding.live import LiveState
 from authz.policy.engine import Exemption, Policy, Violation
+from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, floor_violations, protected as floor_paths_of
 from authz.protocol import REQUEST_PHASE, AuthzRequest
 
 ANONYMOUS = "anonymous"
@@ -31,6 +32,10 @@ _REFUSAL_MESSAGES = {
                          "plugin.",
     "protocol": "dockerd's call to the plugin could not be read.",
     "request-state": "Deciding needs dockerd's current state, and it could not be read.",
+    "request-noncanonical": "dockerd hands this value to runc or the kernel unchanged, and it is "
+                            "not in the one form the plugin can judge exactly.",
+    "request-volume-option": "A local volume option the plugin does not know may name a host "
+                             "path; only known options are allowed.",
     "internal-error": "The plugin failed while deciding; it denies rather than guess.",
 }
 
@@ -81,7 +86,8 @@ def subject_of(call: AuthzRequest) -> str:
 
 def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | None,
                    live: LiveState | None = None,
-                   lookup_slots: threading.BoundedSemaphore | None = None) -> Decision:
+                   lookup_slots: threading.BoundedSemaphore | None = None,
+                   protected: tuple[ProtectedPath, ...] = SYSTEM_FLOOR) -> Decision:
     started = time.perf_counter()
     decision = Decision(id=new_decision_id(), phase=REQUEST_PHASE, allow=False)
     try:
@@ -96,11 +102,11 @@ def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | Non
                                      "that wait on dockerd or a registry",
                                      "Retry; if it persists, raise pyauthz serve --threads.")
             try:
-                _evaluate(decision, decoded, subject_of(call), policy, trust, live)
+                _evaluate(decision, decoded, subject_of(call), policy, trust, live, protected)
             finally:
                 lookup_slots.release()
         else:
-            _evaluate(decision, decoded, subject_of(call), policy, trust, live)
+            _evaluate(decision, decoded, subject_of(call), policy, trust, live, protected)
     except RequestRefused as exc:
         decision.violations = [refusal(exc)]
         if decision.target is None:
@@ -126,12 +132,17 @@ def _route_of(call: AuthzRequest) -> tuple[Target | None, str]:
 def _needs_lookups(decoded: Decoded, trust: TrustChecker | None, live: LiveState | None) -> bool:
     if trust is not None and (decoded.pulls or decoded.runs or decoded.services):
         return True
-    return live is not None and bool(decoded.starts or decoded.volumes or decoded.volumes_from
-                                     or decoded.network_targets)
+    return live is not None and (decoded.needs_state()
+                                 or any(f.kind == "host-path" for f in decoded.facts))
+
+
+def floor_paths(found: list[tuple[str, str]]) -> tuple[ProtectedPath, ...]:
+    return tuple(p for path, why in found for p in floor_paths_of([path], why))
 
 
 def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy,
-              trust: TrustChecker | None, live: LiveState | None) -> None:
+              trust: TrustChecker | None, live: LiveState | None,
+              protected: tuple[ProtectedPath, ...]) -> None:
     facts, image, started_images = list(decoded.facts), decoded.image, []
     if live is not None:
         live = live.for_decision()
@@ -141,17 +152,33 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
             if started.image_id:
                 image = image or normalize_image(started.image or started.image_id, default_tag=True)
                 started_images.append(started.image_id)
+        for name in decoded.acts_on:
+            facts += live.started_container(name).facts
+        for exec_id in decoded.execs:
+            facts += live.exec_facts(exec_id)
+        for name in decoded.plugins:
+            facts += live.plugin_facts(name, decoded.endpoint, decoded.plugin_settings)
         for name, where in decoded.volumes:
             facts += live.volume_facts(name, where)
         for name, where in decoded.volumes_from:
             facts += live.volumes_from_facts(name, where)
         for target, where in decoded.network_targets:
             facts += live.network_facts(target, where)
+        if any(f.kind == "host-path" for f in facts):
+            protected = protected + floor_paths(live.daemon_paths())
+    elif decoded.plugin_settings:
+        raise RequestRefused("request-state", "plugin settings are resolved against the "
+                             "plugin's config in dockerd, and the plugin reads no dockerd state "
+                             "(--docker-host '')", "Run pyauthz with --docker-host.")
+    floor = floor_violations(decoded.endpoint, facts, protected)
+    decision.violations += floor
     evaluation = policy.evaluate(subject, decoded.endpoint, image, facts)
     for violation in evaluation.violations:
         (decision.violations if violation.effect == "deny" else decision.audits).append(violation)
     decision.exemptions = list(evaluation.exemptions)
-    decision.facts = list(evaluation.matched_facts)
+    floored = {v.found for v in floor}
+    decision.facts = [f for f in facts if f.describe() in floored
+                      and f not in evaluation.matched_facts] + list(evaluation.matched_facts)
     decision.facts += [f for f in decoded.facts if f.kind == "image"]
     if trust is None:
         return

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 from urllib.parse import quote, urlsplit
 
 from authz.deadline import Deadline
@@ -82,6 +83,39 @@ class DockerClient:
         return self._inspect(f"/volumes/{quote(name, safe='')}", deadline,
                              "the volume", "GET /volumes/*")
 
+    def inspect_exec(self, exec_id: str, deadline: Deadline) -> dict | None:
+        """The exec instance's inspect JSON (``ContainerID``, ``ProcessConfig``) or None."""
+        return self._inspect(f"/exec/{quote(exec_id, safe='')}/json", deadline,
+                             "the exec instance", "GET /exec/*/json")
+
+    def inspect_plugin(self, name: str, deadline: Deadline) -> dict | None:
+        """The plugin's inspect JSON (``Id``, ``Name``, ``Config``, ``Settings``) or None."""
+        return self._inspect(f"/plugins/{quote(name, safe='')}/json", deadline,
+                             "the plugin", "GET /plugins/*/json")
+
+    def info(self, deadline: Deadline) -> dict:
+        """``GET /info`` (``DockerRootDir``...)."""
+        found = self._inspect("/info", deadline, "dockerd's configuration", "GET /info")
+        if found is None:
+            raise DockerError("dockerd answered 404 to GET /info")
+        return found
+
+    def server_pid(self) -> int | None:
+        """The pid of the process that listens on dockerd's unix socket (SO_PEERCRED), or
+        None (tcp://, or it cannot be read). With socket activation it is systemd's."""
+        if not self._unix:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(1.0)
+        try:
+            sock.connect(self._unix)
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            return struct.unpack("3i", creds)[0] or None
+        except OSError:
+            return None
+        finally:
+            sock.close()
+
     def _inspect(self, path: str, deadline: Deadline, what: str, route: str) -> dict | None:
         timeout = deadline.bound(self.timeout, f"asking dockerd for {what}")
         conn = self._connection(timeout)
@@ -122,8 +156,8 @@ class DockerClient:
             data = json.loads(body)
         except ValueError:
             raise DockerError(f"dockerd's answer for {what} is not JSON") from None
-        key = {"images": "Id", "containers": "Image", "networks": "Name",
-               "volumes": "Name"}[path.split("/")[1]]
+        key = {"images": "Id", "containers": "Image", "networks": "Name", "volumes": "Name",
+               "exec": "ContainerID", "plugins": "Id", "info": "DockerRootDir"}[path.split("/")[1]]
         if not isinstance(data, dict) or not isinstance(data.get(key), str):
             raise DockerError(f"dockerd's answer for {what} has no {key}")
         return data

@@ -20,6 +20,9 @@ Fixtures (all integration ones are session-scoped: one dockerd for the whole run
     (third...) pair, e.g. with a test policy directory; every pair it starts is stopped at
     the end of the session.
 
+``bind_dir``
+    A fresh directory under ``/srv`` (a bind root the shipped policy allows).
+
 ``policy_dir_copy``
     A fresh, writable copy of the shipped ``policies/`` (function-scoped) with the test
     image's trust exception added (as the default pair has), to add or change files before
@@ -159,6 +162,23 @@ def start_docker_env():
     finally:
         for env in reversed(started):
             _finish(env)
+
+
+ALLOWED_BIND_ROOT = Path("/srv")
+
+
+@pytest.fixture
+def bind_dir():
+    """A fresh directory under /srv, a bind root the shipped policy allows (rule
+    host-path-roots); removed afterwards."""
+    import tempfile
+
+    ALLOWED_BIND_ROOT.mkdir(exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix="pyauthz-test-", dir=ALLOWED_BIND_ROOT))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import posixpath
 import stat
 from typing import Any, Callable, Iterable, Iterator
 
+from authz.decoding import canonical
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
 from authz.decoding.gojson import (GoObject, get_bool, get_list, get_map, get_obj, get_str,
@@ -70,27 +71,79 @@ def namespace_facts(kind: str, mode: str, where: str) -> list[Fact]:
     return []
 
 
-# Filesystem types a ``local`` volume may mount without exposing the host: memory and
-# network filesystems. Any other type (proc, sysfs, cgroup, ext4 on a host disk...) is
-# reported as a ``volume-type`` fact.
+# The local volume driver: ``mount -t TYPE -o O DEVICE`` with the options as given (no
+# cleaning, no trimming; moby/sys/mount splits O on ',' and passes every word that is not a
+# mount flag to the filesystem as data; ``defaults`` and ``remount`` are data or refused here). pyauthz decides by allowing: a driver option, a
+# filesystem type's data option or a flag it does not know is refused, because it cannot
+# know whether it names a host path.
+LOCAL_DRIVER_OPTIONS = frozenset({"type", "device", "o", "size"})
+MOUNT_FLAGS = frozenset({
+    "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "sync",
+    "async", "dirsync", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "bind",
+    "rbind", "relatime", "norelatime", "strictatime", "nostrictatime", "private", "rprivate",
+    "slave", "rslave", "shared", "rshared", "unbindable", "runbindable"})
+_NFS = frozenset({
+    "addr", "vers", "nfsvers", "minorversion", "proto", "port", "mountport", "mountproto",
+    "mountvers", "hard", "soft", "softreval", "timeo", "retrans", "retry", "rsize", "wsize",
+    "bsize", "ac", "noac", "acregmin", "acregmax", "acdirmin", "acdirmax", "actimeo", "lock",
+    "nolock", "sec", "namlen", "lookupcache", "clientaddr", "local_lock", "rdirplus",
+    "nordirplus", "resvport", "noresvport", "sharecache", "nosharecache", "cto", "nocto",
+    "tcp", "udp", "rdma", "intr", "nointr", "bg", "fg", "nconnect", "max_connect"})
+_CIFS = frozenset({
+    "username", "user", "password", "pass", "domain", "dom", "workgroup", "vers", "uid",
+    "gid", "forceuid", "forcegid", "noforceuid", "noforcegid", "file_mode", "dir_mode",
+    "addr", "ip", "port", "sec", "seal", "iocharset", "nounix", "serverino", "noserverino",
+    "cache", "actimeo", "rsize", "wsize", "nobrl", "mfsymlinks", "hard", "soft",
+    "echo_interval", "noperm", "nocase", "vers", "multiuser", "nosharesock"})
+# Data options each filesystem type may take: the value is no path, or (overlay) the
+# options whose values are host directories, ':'-separated for lowerdir.
+DATA_OPTIONS: dict[str, frozenset[str]] = {
+    "tmpfs": frozenset({"size", "nr_blocks", "nr_inodes", "mode", "uid", "gid", "huge",
+                        "mpol", "noswap"}),
+    "nfs": _NFS,
+    "nfs4": _NFS,
+    "cifs": _CIFS,
+    "smb3": _CIFS,
+    "overlay": frozenset({"redirect_dir", "index", "metacopy", "xino", "userxattr",
+                          "volatile", "nfs_export", "uuid", "verity"}),
+}
+OVERLAY_DIR_OPTIONS = frozenset({"lowerdir", "upperdir", "workdir", "lowerdir+", "datadir+"})
+# Filesystem types that mount nothing of this host: memory and network filesystems, and
+# overlay (whose host directories are judged one by one). Any other type (proc, sysfs,
+# cgroup, ext4 on a host disk...) is reported as a ``volume-type`` fact.
 NETWORK_OR_MEMORY_FS = frozenset({"tmpfs", "nfs", "nfs4", "cifs", "smb3"})
-_OVERLAY_DIR_OPTIONS = ("lowerdir", "upperdir", "workdir")
+
+
+def _unknown_option(where: str, what: str) -> RequestRefused:
+    return RequestRefused(
+        "request-volume-option", f"{where}: {what}",
+        "Use only the local driver options pyauthz knows (type, device, o, size) and, in "
+        "o=, mount flags and the data options of tmpfs, nfs, cifs or overlay; see "
+        "docs/policy.md (local volumes).")
+
+
+def _walked(device: str) -> str:
+    """The path mount(2) walks for a local ``device``: relative to dockerd's working
+    directory, ``/``."""
+    return device if device.startswith("/") else "/" + device
 
 
 def local_device_facts(device: str, where: str, detail: str) -> list[Fact]:
-    """A local path given as a volume's ``device``: resolved like a bind source (dockerd's
-    working directory is ``/``); a device node or anything under /dev is a ``device``."""
+    """A local path given as a volume's ``device`` or overlay directory (mount(2) reads it
+    raw): a device node or anything under /dev is a ``device``, anything else a
+    ``host-path``."""
     facts: list[Fact] = []
-    for path in host_paths(device if device.startswith("/") else "/" + device):
+    for fact in canonical.kernel_path_facts("host-path", _walked(device), where, detail):
+        path = fact.value
         try:
             mode = os.stat(path).st_mode
             is_device = stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
         except (OSError, ValueError):
             is_device = False
         if is_device or path == "/dev" or path.startswith("/dev/"):
-            facts.append(Fact("device", path, where, detail))
+            facts.append(Fact("device", path, fact.where, fact.detail))
         else:
-            facts.append(Fact("host-path", path, where, detail))
+            facts.append(fact)
     return facts
 
 
@@ -98,43 +151,62 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
     """A volume of the ``local`` driver with options is ``mount -t TYPE -o O DEVICE``:
     with ``o=bind`` it is a bind mount of ``device`` in disguise, an overlay names host
     directories in ``o``, a kernel filesystem (proc, sysfs, cgroup...) or a disk
-    filesystem mounts the host's own."""
+    filesystem mounts the host's own. Every value is judged as mount(2) reads it."""
     if driver not in ("", "local"):
         return []
-    facts: list[Fact] = []
-    device = options.get("device")
-    mount_opts = options.get("o")
-    fstype = options.get("type")
-    fstype = fstype.strip().lower() if isinstance(fstype, str) else ""
-    device = device if isinstance(device, str) else ""
-    words = [w.strip() for w in mount_opts.split(",")] if isinstance(mount_opts, str) else []
-    is_bind = any(w in ("bind", "rbind") for w in words)
-    if not (fstype or device or words):
+    at = _p(where)
+    for key, value in options.items():
+        if key not in LOCAL_DRIVER_OPTIONS:
+            raise _unknown_option(f"{at}{key[:100]!r}", "the local volume driver option "
+                                  f"{key[:100]!r} is not one pyauthz knows")
+        if not isinstance(value, str):
+            raise RequestRefused("request-body-invalid", f"{at}{key} is not a string",
+                                 "Send driver options as strings.")
+    device = options.get("device", "")
+    fstype = options.get("type", "")
+    mount_opts = options.get("o", "")
+    if not (fstype or device or mount_opts):
         return []  # a plain named volume: a directory under dockerd's data root
+    if fstype:
+        canonical.require_name(fstype, f"{at}type", "filesystem type")
+    words = [w for w in mount_opts.split(",") if w]
+    flags = [w for w in words if w in MOUNT_FLAGS]
+    data = [w for w in words if w not in MOUNT_FLAGS]
+    facts: list[Fact] = []
+    is_bind = "bind" in flags or "rbind" in flags
     if is_bind:
-        if device:
-            facts += host_path_facts("host-path", device if device.startswith("/") else "/" + device,
-                                      f"{_p(where)}device", "local volume o=bind")
-        else:
-            facts.append(Fact("host-path", "(empty)", f"{_p(where)}device", "bind without a device"))
-    elif fstype == "overlay":
-        pass  # its host directories are in "o", below
-    elif fstype in NETWORK_OR_MEMORY_FS:
-        pass  # a remote export or memory: nothing of this host
+        if not device:
+            raise _unknown_option(f"{at}device", "a bind without a device")
+        facts += canonical.kernel_path_facts("host-path", _walked(device), f"{at}device",
+                                             "local volume o=bind")
+        allowed: frozenset[str] = frozenset()  # mount(2) ignores data for a bind
+    elif fstype in NETWORK_OR_MEMORY_FS or fstype == "overlay":
+        allowed = DATA_OPTIONS[fstype]  # nothing of this host in ``device``
     else:
-        facts.append(Fact("volume-type", fstype or "(none)", f"{_p(where)}type",
-                          f"mounts {device or 'nothing'} as {fstype or 'an unnamed type'}"))
+        facts.append(Fact("volume-type", fstype or "(none)", f"{at}type",
+                          f"mounts {device[:200] or 'nothing'} as {fstype or 'an unnamed type'}"))
         if device:
-            facts += local_device_facts(device, f"{_p(where)}device", f"local volume type {fstype}")
-    for word in words:
+            facts += local_device_facts(device, f"{at}device", f"local volume type {fstype}")
+        allowed = frozenset()
+    for word in data:
         key, sep, value = word.partition("=")
-        if sep and key in _OVERLAY_DIR_OPTIONS:
-            for part in value.split(":"):
-                if part:
-                    facts += local_device_facts(part, f"{_p(where)}o", f"overlay {key}")
-    for word in words:
-        if word in ("shared", "rshared"):
-            facts.append(Fact("mount-propagation", word, f"{_p(where)}o"))
+        bad = canonical.path_problem("/" + key) if key else "empty"
+        if bad:
+            raise _unknown_option(f"{at}o", f"a mount option {key[:60]!r} that is not canonical")
+        if not is_bind and fstype == "overlay" and key in OVERLAY_DIR_OPTIONS and sep:
+            parts = value.split(":") if key == "lowerdir" else [value]
+            for part in parts:
+                if not part.startswith("/"):  # "::" (data-only layers), relative dirs
+                    raise canonical.noncanonical(
+                        f"{at}o: overlay {key} entry {part[:200]!r} is not an absolute path",
+                        "List absolute, canonical directories separated by single ':'.")
+                facts += local_device_facts(part, f"{at}o", f"overlay {key}")
+        elif key not in allowed:
+            raise _unknown_option(f"{at}o", f"the mount option {key[:60]!r} is not one pyauthz "
+                                  f"knows for {'a bind' if is_bind else fstype or 'no type'}")
+    for flag in flags:
+        if flag in ("shared", "rshared"):
+            facts.append(Fact("mount-propagation", flag, f"{at}o"))
     return facts
 
 
@@ -291,8 +363,11 @@ def check_security_opt(hc: GoObject, where: str) -> Iterator[Fact]:
         if key == "seccomp":
             yield Fact("seccomp", seccomp_value(value), at)
         elif key == "apparmor":
+            # runc writes the name to the kernel, which trims it: " unconfined" is unconfined.
+            canonical.require_name(value, at, "AppArmor profile")
             yield Fact("apparmor", value.lower() if value.lower() == "unconfined" else value, at)
         elif key == "label":
+            canonical.require_name(value, at, "SELinux label option")
             yield Fact("selinux", value.lower() if value.lower() == "disable" else value, at)
         elif key == "systempaths" and value.lower() == "unconfined":
             yield Fact("masked-paths", "unconfined", at)
@@ -315,7 +390,9 @@ def check_system_paths(hc: GoObject, where: str) -> Iterator[Fact]:
         given = get_strings(hc, field, where)
         if given is None:
             continue
-        kept = {posixpath.normpath(p) for p in given}
+        # runc mounts each entry as given and skips one that does not resolve: only the
+        # exact path protects it ("/proc/x/../sys" cleans to "/proc/sys" and masks nothing).
+        kept = set(given)
         missing = [p for p in defaults if p not in kept]
         if missing:
             yield Fact("masked-paths", "reduced", f"{_p(where)}{field}",

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-from authz.decoding import checks
+from authz.decoding import canonical, checks
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
 from authz.decoding.gojson import (MAX_ITEMS, GoObject, get_bool, get_list, get_map, get_obj, get_str,
@@ -38,12 +38,26 @@ class Decoded:
     # Containers started (by name or id): their stored configuration and image are checked
     # again (authz/decoding/live.py).
     starts: list[str] = field(default_factory=list)
+    # Containers a request acts inside with their stored privileges (exec, attach, archive,
+    # copy): their stored configuration is checked again, as for a start.
+    acts_on: list[str] = field(default_factory=list)
+    # Exec instances started (exact ids): their container and their own privileges.
+    execs: list[str] = field(default_factory=list)
+    # Plugins acted on (enable, disable, remove, upgrade, set): read through dockerd.
+    plugins: list[str] = field(default_factory=list)
+    # plugin set: the settings, resolved against the plugin's config as dockerd does.
+    plugin_settings: list[str] = field(default_factory=list)
     # Containers whose mounts a create takes over (--volumes-from NAME[:ro|rw]), and where.
     volumes_from: list[tuple[str, str]] = field(default_factory=list)
     # Named volumes a create mounts, and where: their options are looked up (live.py).
     volumes: list[tuple[str, str]] = field(default_factory=list)
     # Service network targets other than "host" (a name, an id or an id prefix), and where.
     network_targets: list[tuple[str, str]] = field(default_factory=list)
+
+    def needs_state(self) -> bool:
+        """Whether deciding reads dockerd's state (live.py)."""
+        return bool(self.starts or self.acts_on or self.execs or self.plugins or self.volumes
+                    or self.volumes_from or self.network_targets)
 
     @property
     def image(self) -> str:
@@ -140,11 +154,21 @@ def _container_create(target: Target, body: Body, out: Decoded) -> None:
     out.runs.append(image)
 
 
+def _checkpoint_facts(directory: str, checkpoint: str, where: str) -> list[Fact]:
+    """A checkpoint directory on the host (CRIU writes or reads it as root) and the id
+    dockerd joins to it: the directory must be canonical, the id a plain name."""
+    if checkpoint and ("/" in checkpoint or checkpoint in (".", "..")):
+        raise canonical.noncanonical(f"{where}: checkpoint id {checkpoint[:100]!r} is not a plain name",
+                                     "Name the checkpoint without '/'.")
+    if not directory:
+        return []
+    return canonical.kernel_path_facts("host-path", directory, where, "checkpoint directory")
+
+
 def _container_start(target: Target, body: Body, out: Decoded) -> None:
     out.starts.append(out.params.get("name", ""))
-    checkpoint_dir = target.query.get("checkpoint-dir")
-    if checkpoint_dir:
-        out.facts += checks.host_path_facts("host-path", checkpoint_dir, "query checkpoint-dir")
+    out.facts += _checkpoint_facts(target.query.get("checkpoint-dir"),
+                                   target.query.get("checkpoint"), "query checkpoint-dir")
     if not target.version_below("1.24"):
         body.expect_none(out.endpoint)
         return
@@ -155,9 +179,9 @@ def _container_start(target: Target, body: Body, out: Decoded) -> None:
 
 def _checkpoint_create(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint)
-    directory = get_str(doc, "CheckpointDir")
-    if directory:
-        out.facts += checks.host_path_facts("host-path", directory, "CheckpointDir")
+    out.acts_on.append(out.params.get("name", ""))
+    out.facts += _checkpoint_facts(get_str(doc, "CheckpointDir"), get_str(doc, "CheckpointID"),
+                                   "CheckpointDir")
 
 
 def _container_restart(target: Target, body: Body, out: Decoded) -> None:
@@ -172,8 +196,35 @@ def _container_update(target: Target, body: Body, out: Decoded) -> None:
 
 def _exec_create(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint)
+    out.acts_on.append(out.params.get("name", ""))
     if get_bool(doc, "Privileged"):
         out.facts.append(Fact("privileged", "true", "Privileged", "docker exec --privileged"))
+
+
+def _exec_start(target: Target, body: Body, out: Decoded) -> None:
+    """Starts an exec made earlier (perhaps under another policy): its container's stored
+    configuration and the exec's own privileges are checked (dockerd finds it by exact id)."""
+    body.json(out.endpoint, required=False)
+    out.execs.append(out.params.get("name", ""))
+
+
+def _acts_inside(target: Target, body: Body, out: Decoded) -> None:
+    """attach, archive get/head: act inside a container with what it was created with."""
+    if target.method not in READ_METHODS:
+        body.expect_none(out.endpoint)
+    out.acts_on.append(out.params.get("name", ""))
+
+
+def _archive_put(target: Target, body: Body, out: Decoded) -> None:
+    """docker cp into a container (a tar body, never forwarded; its form values only move
+    the copy within the container): judged on the container's stored state."""
+    out.acts_on.append(out.params.get("name", ""))
+
+
+def _container_copy(target: Target, body: Body, out: Decoded) -> None:
+    """The pre-1.24 ``copy``: a file out of the container, through its mounts."""
+    body.json(out.endpoint, required=False)
+    out.acts_on.append(out.params.get("name", ""))
 
 
 def _commit(target: Target, body: Body, out: Decoded) -> None:
@@ -245,6 +296,18 @@ def _volume_create(target: Target, body: Body, out: Decoded) -> None:
                                            "DriverOpts")
 
 
+def _plugin_target(target: Target, body: Body, out: Decoded) -> None:
+    """enable, disable, remove: the plugin is read through dockerd (its privileges, and
+    whether it is an authorization plugin)."""
+    body.expect_none(out.endpoint)
+    out.plugins.append(out.params.get("name", ""))
+
+
+def _plugin_upgrade(target: Target, body: Body, out: Decoded) -> None:
+    out.plugins.append(out.params.get("name", ""))
+    _plugin_privileges(target, body, out)
+
+
 def _plugin_privileges(target: Target, body: Body, out: Decoded) -> None:
     """plugin pull/upgrade: the body lists the privileges the caller accepts for it."""
     data = body.data
@@ -275,7 +338,9 @@ def _plugin_create(target: Target, body: Body, out: Decoded) -> None:
 
 
 def _plugin_set(target: Target, body: Body, out: Decoded) -> None:
-    """``docker plugin set P mnt.source=/etc dev.path=/dev/sda``."""
+    """``docker plugin set P mnt.source=/etc dev.path=/dev/sda``, and ``mnt=/etc``: a
+    setting without a field goes to the single settable field of whatever it names, so
+    each is resolved against the plugin's config, read through dockerd (live.py)."""
     data = body.data
     if not data:
         raise RequestRefused("request-body-missing",
@@ -285,12 +350,8 @@ def _plugin_set(target: Target, body: Body, out: Decoded) -> None:
     if not isinstance(doc, list) or len(doc) > MAX_ITEMS or not all(isinstance(s, str) for s in doc):
         raise RequestRefused("request-body-invalid", "plugin settings are not an array of strings",
                              "Send a JSON array of KEY=VALUE strings.")
-    for i, setting in enumerate(doc):
-        key, _, value = setting.partition("=")
-        if key.endswith(".source") and value:
-            out.facts += checks.host_path_facts("host-path", value, f"[{i}] {key}")
-        elif key.endswith(".path") and value:
-            out.facts.append(Fact("device", value, f"[{i}] {key}"))
+    out.plugins.append(out.params.get("name", ""))
+    out.plugin_settings += doc
 
 
 def _service(target: Target, body: Body, out: Decoded) -> None:
@@ -362,7 +423,7 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("GET", "/system/df", "system.df", R, None),
     ("POST", "/auth", "system.auth", W, _body_json_optional),
     # containers
-    ("HEAD", "/containers/{name:.*}/archive", "container.archive.stat", R, None),
+    ("HEAD", "/containers/{name:.*}/archive", "container.archive.stat", R, _acts_inside),
     ("GET", "/containers/json", "container.list", R, None),
     ("GET", "/containers/{name:.*}/export", "container.export", R, None),
     ("GET", "/containers/{name:.*}/changes", "container.changes", R, None),
@@ -370,9 +431,9 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("GET", "/containers/{name:.*}/top", "container.top", R, None),
     ("GET", "/containers/{name:.*}/logs", "container.logs", R, None),
     ("GET", "/containers/{name:.*}/stats", "container.stats", R, None),
-    ("GET", "/containers/{name:.*}/attach/ws", "container.attach", W, None),
+    ("GET", "/containers/{name:.*}/attach/ws", "container.attach", W, _acts_inside),
     ("GET", "/exec/{id:.*}/json", "exec.inspect", R, None),
-    ("GET", "/containers/{name:.*}/archive", "container.archive.get", R, None),
+    ("GET", "/containers/{name:.*}/archive", "container.archive.get", R, _acts_inside),
     ("POST", "/containers/create", "container.create", W, _container_create),
     ("POST", "/containers/{name:.*}/kill", "container.kill", W, None),
     ("POST", "/containers/{name:.*}/pause", "container.pause", W, None),
@@ -382,16 +443,16 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("POST", "/containers/{name:.*}/stop", "container.stop", W, None),
     ("POST", "/containers/{name:.*}/wait", "container.wait", R, None),
     ("POST", "/containers/{name:.*}/resize", "container.resize", W, None),
-    ("POST", "/containers/{name:.*}/attach", "container.attach", W, None),
-    ("POST", "/containers/{name:.*}/copy", "container.copy", R, None),
+    ("POST", "/containers/{name:.*}/attach", "container.attach", W, _acts_inside),
+    ("POST", "/containers/{name:.*}/copy", "container.copy", R, _container_copy),
     ("POST", "/containers/{name:.*}/exec", "exec.create", W, _exec_create),
-    ("POST", "/exec/{name:.*}/start", "exec.start", W, _body_json_optional),
+    ("POST", "/exec/{name:.*}/start", "exec.start", W, _exec_start),
     ("POST", "/exec/{name:.*}/resize", "exec.resize", W, None),
     ("POST", "/containers/{name:.*}/rename", "container.rename", W, None),
     ("POST", "/containers/{name:.*}/update", "container.update", W, _container_update),
     ("POST", "/containers/prune", "container.prune", W, None),
     ("POST", "/commit", "image.commit", W, _commit),
-    ("PUT", "/containers/{name:.*}/archive", "container.archive.put", W, _binary_body),
+    ("PUT", "/containers/{name:.*}/archive", "container.archive.put", W, _archive_put),
     ("DELETE", "/containers/{name:.*}", "container.remove", W, None),
     # images
     ("GET", "/images/json", "image.list", R, None),
@@ -433,14 +494,14 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("GET", "/plugins/{name:.*}/json", "plugin.inspect", R, None),
     ("GET", "/plugins/privileges", "plugin.privileges", R, None),
     ("GET", "/plugins", "plugin.list", R, None),
-    ("POST", "/plugins/{name:.*}/enable", "plugin.enable", W, None),
-    ("POST", "/plugins/{name:.*}/disable", "plugin.disable", W, None),
+    ("POST", "/plugins/{name:.*}/enable", "plugin.enable", W, _plugin_target),
+    ("POST", "/plugins/{name:.*}/disable", "plugin.disable", W, _plugin_target),
     ("POST", "/plugins/pull", "plugin.pull", W, _plugin_privileges),
     ("POST", "/plugins/{name:.*}/push", "plugin.push", W, None),
-    ("POST", "/plugins/{name:.*}/upgrade", "plugin.upgrade", W, _plugin_privileges),
+    ("POST", "/plugins/{name:.*}/upgrade", "plugin.upgrade", W, _plugin_upgrade),
     ("POST", "/plugins/{name:.*}/set", "plugin.set", W, _plugin_set),
     ("POST", "/plugins/create", "plugin.create", W, _plugin_create),
-    ("DELETE", "/plugins/{name:.*}", "plugin.remove", W, None),
+    ("DELETE", "/plugins/{name:.*}", "plugin.remove", W, _plugin_target),
     # swarm
     ("GET", "/swarm", "swarm.inspect", R, None),
     ("GET", "/swarm/unlockkey", "swarm.unlockkey", R, None),
@@ -509,6 +570,10 @@ for _route in ROUTES:
         _LITERAL.setdefault((_route.method, _route.pattern), _route)
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+
+# Every endpoint name a decision can carry (rules and exceptions may only name these).
+ENDPOINTS: frozenset[str] = frozenset({e for _, _, e, _, _ in _ROUTES} | {
+    "image.import", "system.debug", "system.options", "unknown.read", "unknown.write"})
 
 
 # Registered outside the versioned table: /debug/* answers any method (pprof, expvar), and

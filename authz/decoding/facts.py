@@ -20,3 +20,38 @@ class Fact:
     def describe(self) -> str:
         text = f"{self.where}: {self.kind}={self.value}"
         return f"{text} ({self.detail})" if self.detail else text
+
+
+# Every fact kind the decoder reports, and what its value is. A rule whose ``fact:`` names
+# no kind here would never fire: the policy loader refuses it (docs/policy.md lists them).
+FACT_KINDS: dict[str, str] = {
+    "endpoint": "the canonical endpoint (container.create, image.pull, unknown.write...)",
+    "privileged": "true: --privileged on create, start (API < 1.24), exec",
+    "namespace.network": "host, or container (joins another container's)",
+    "namespace.pid": "host, or container",
+    "namespace.ipc": "host, or container",
+    "namespace.uts": "host, or container",
+    "namespace.userns": "host, or container",
+    "namespace.cgroup": "host, or container",
+    "capability": "upper case without CAP_: SYS_ADMIN, ALL",
+    "device": "a host device path, cgroup-rule:RULE, request:DRIVER",
+    "host-path": "a host path as the kernel opens it, and its symlink-resolved form",
+    "volume-type": "the filesystem type of a local volume that mounts something of the host",
+    "mount-propagation": "shared, rshared, slave, rslave",
+    "mount-type": "a --mount type dockerd does not know",
+    "seccomp": "unconfined, or custom:sha256:DIGEST",
+    "apparmor": "unconfined, or the profile name",
+    "selinux": "disable, type:T, level:L...",
+    "masked-paths": "reduced, unconfined",
+    "sysctl": "the name, '.'-separated",
+    "plugin.privilege": "network=host, mount=/, capabilities=CAP_SYS_ADMIN, unknown",
+    "plugin.remote": "the plugin image installed or upgraded to",
+    "plugin.interface": "an interface the target plugin implements: docker.authz/1.0...",
+    "target": "id, name, prefix, missing: how a request names the container or plugin it acts on",
+    "image.write": "the reference an image is written under",
+    "image": "the normalized reference a request runs or pulls",
+}
+
+
+def known_kind(kind: str) -> bool:
+    return kind in FACT_KINDS

@@ -47,9 +47,16 @@ def path_overlaps(path: str, protected: str) -> bool:
     return q.startswith(p) or p.startswith(q)
 
 
+def path_under(path: str, root: str) -> bool:
+    """True when ``path`` is ``root`` or lies inside it (both canonical and absolute)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def value_match(value: str, pattern: str, op: str) -> bool:
     if op == "path":
         return value.startswith("/") and path_overlaps(value, pattern)
+    if op == "under":
+        return value.startswith("/") and path_under(value, pattern)
     return pattern == "*" or fnmatch.fnmatchcase(value, pattern)
 
 
@@ -171,8 +178,8 @@ class _RuleEnforcer:
                             lines.append([PRIORITY_EXCEPTION, sub, endpoint, image, "*", value,
                                           "glob", "allow", ex.id])
         for value in rule.excepts:
-            lines.append([PRIORITY_EXCEPT_VALUE, "*", "*", "*", "*", value, "glob", "allow",
-                          rule.id + _EXCEPT_SUFFIX])
+            lines.append([PRIORITY_EXCEPT_VALUE, "*", "*", "*", "*", value, rule.except_op,
+                          "allow", rule.id + _EXCEPT_SUFFIX])
         for kind in rule.kinds:
             for endpoint in rule.endpoints:
                 for value in rule.values:

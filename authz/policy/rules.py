@@ -8,12 +8,19 @@ policy that silently means something else than it says is worse than none.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from authz.decoding.endpoints import ENDPOINTS
+from authz.decoding.facts import FACT_KINDS
+
+# Built-in rules that no policy can define, lift or weaken (authz/policy/floor.py).
+FLOOR_RULES = frozenset({"host-path-protected", "authz-plugin-protected"})
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 EFFECTS = ("deny", "audit")
@@ -30,12 +37,13 @@ class Rule:
     kinds: tuple[str, ...]      # fact kinds (globs)
     values: tuple[str, ...]     # value globs, or host paths when op == "path"
     op: str                     # glob | path
-    excepts: tuple[str, ...]    # value globs this rule leaves alone
+    excepts: tuple[str, ...]    # value globs (or roots, for ``outside:``) this rule leaves alone
     endpoints: tuple[str, ...]
     message: str
     fix: str
     reference: str
     line: int
+    except_op: str = "glob"     # glob | under (``outside:`` roots)
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,33 @@ class RuleSet:
     path: Path
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(f"line {line}: duplicate key {key!r} (first at line {first}); "
+                         "YAML would keep the last one silently")
+        self.line = line
+
+
 class _LineLoader(yaml.SafeLoader):
-    """Records each mapping's line as the key ``__line__``."""
+    """Records each mapping's line as the key ``__line__``; a key given twice in one
+    mapping stops the load (YAML keeps the last silently: ``effect: deny`` followed by
+    ``effect: audit`` would load as audit-only)."""
 
     def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                first = None
+            if first is not None:
+                raise DuplicateKey(key, line, first)
+            try:
+                seen[key] = line
+            except TypeError:
+                pass
         mapping = super().construct_mapping(node, deep=deep)
         mapping["__line__"] = node.start_mark.line + 1
         return mapping
@@ -119,38 +150,74 @@ def _rule(path: Path, item: Any) -> Rule:
     line = item["__line__"]
     _check_keys(path, item, {"id", "effect", "match", "message", "fix", "reference"}, "a rule")
     rule_id = item.get("id")
-    if not isinstance(rule_id, str) or not _ID.match(rule_id) or rule_id.startswith("request-"):
+    if (not isinstance(rule_id, str) or not _ID.match(rule_id) or rule_id.startswith("request-")
+            or rule_id in FLOOR_RULES):
         raise _fail(path, line, f"rule id {rule_id!r} must be lowercase letters, digits, '-' or "
-                                "'.', and not start with 'request-' (reserved)")
+                                "'.', and neither start with 'request-' (reserved) nor be a built-in floor "
+                                f"rule ({', '.join(sorted(FLOOR_RULES))})")
     effect = item.get("effect", "deny")
     if effect not in EFFECTS:
         raise _fail(path, line, f"rule {rule_id}: effect must be one of {', '.join(EFFECTS)}")
     match = item.get("match")
     if not isinstance(match, dict):
         raise _fail(path, line, f"rule {rule_id}: 'match' (a mapping) is required")
-    _check_keys(path, match, {"fact", "values", "paths", "except", "endpoints"}, "match")
-    if "values" in match and "paths" in match:
-        raise _fail(path, match["__line__"], f"rule {rule_id}: give 'values' or 'paths', not both")
+    _check_keys(path, match, {"fact", "values", "paths", "outside", "except", "endpoints"},
+                "match")
+    given = [k for k in ("values", "paths", "outside") if k in match]
+    if len(given) > 1:
+        raise _fail(path, match["__line__"],
+                    f"rule {rule_id}: give one of 'values', 'paths' or 'outside', not "
+                    + " and ".join(repr(k) for k in given))
+    excepts = _strings(path, match, "except", default=[])
+    except_op = "glob"
     if "paths" in match:
-        values, op = _strings(path, match, "paths", required=True), "path"
-        for p in values:
-            if not p.startswith("/"):
-                raise _fail(path, match["__line__"], f"rule {rule_id}: path {p!r} is not absolute")
+        values, op = _absolute(path, match, "paths", rule_id), "path"
+    elif "outside" in match:
+        if excepts:
+            raise _fail(path, match["__line__"], f"rule {rule_id}: 'outside' lists the allowed "
+                                                 "roots; it takes no 'except'")
+        values, op = ("*",), "glob"
+        excepts, except_op = _absolute(path, match, "outside", rule_id), "under"
     else:
         values, op = _strings(path, match, "values", default=["*"], required=True), "glob"
+    kinds = _strings(path, match, "fact", required=True)
+    _known(path, match["__line__"], f"rule {rule_id}: fact", kinds, FACT_KINDS)
+    endpoints = _strings(path, match, "endpoints", default=["*"], required=True)
+    _known(path, match["__line__"], f"rule {rule_id}: endpoint", endpoints, ENDPOINTS)
+    if kinds == ("endpoint",):
+        _known(path, match["__line__"], f"rule {rule_id}: endpoint", values + excepts, ENDPOINTS)
     return Rule(
         id=rule_id,
         effect=effect,
-        kinds=_strings(path, match, "fact", required=True),
+        kinds=kinds,
         values=values,
         op=op,
-        excepts=_strings(path, match, "except", default=[]),
-        endpoints=_strings(path, match, "endpoints", default=["*"], required=True),
+        excepts=excepts,
+        endpoints=endpoints,
         message=_text(path, item, "message"),
         fix=_text(path, item, "fix"),
         reference=_text(path, item, "reference", required=False),
         line=line,
+        except_op=except_op,
     )
+
+
+def _absolute(path: Path, match: dict, key: str, rule_id: str) -> tuple[str, ...]:
+    values = _strings(path, match, key, required=True)
+    for p in values:
+        if not p.startswith("/") or (p != "/" and (p.endswith("/") or "//" in p
+                                                   or "/./" in p + "/" or "/../" in p + "/")):
+            raise _fail(path, match["__line__"], f"rule {rule_id}: {key} entry {p!r} is not a "
+                                                 "canonical absolute path")
+    return values
+
+
+def _known(path: Path, line: int, what: str, patterns: tuple[str, ...], known) -> None:
+    """Every pattern names at least one known value: a misspelling would never match."""
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in known):
+            raise _fail(path, line, f"{what} {pattern!r} matches nothing pyauthz reports "
+                                    f"(known: {', '.join(sorted(known))})")
 
 
 def _exception(path: Path, item: Any, rule_ids: set[str], today: dt.date) -> Exception_:
@@ -163,9 +230,13 @@ def _exception(path: Path, item: Any, rule_ids: set[str], today: dt.date) -> Exc
     if not isinstance(ex_id, str) or not _ID.match(ex_id):
         raise _fail(path, line, f"exception id {ex_id!r} must be lowercase letters, digits, '-' or '.'")
     rules = _strings(path, item, "rules", required=True)
+    endpoints = _strings(path, item, "endpoints", default=["*"], required=True)
+    _known(path, line, f"exception {ex_id}: endpoint", endpoints, ENDPOINTS)
     for rule_id in rules:
         if rule_id not in rule_ids:
             raise _fail(path, line, f"exception {ex_id}: no rule {rule_id!r} (request-* checks "
+                                    "and the floor rules "
+                                    f"{', '.join(sorted(FLOOR_RULES))} "
                                     "cannot be lifted)")
     expires = item.get("expires")
     if expires is not None and not isinstance(expires, dt.date):
@@ -176,7 +247,7 @@ def _exception(path: Path, item: Any, rule_ids: set[str], today: dt.date) -> Exc
         # Explicit on purpose: an exception for everyone must say subjects: ["*"].
         subjects=_strings(path, item, "subjects", required=True),
         images=_strings(path, item, "images", default=["*"], required=True),
-        endpoints=_strings(path, item, "endpoints", default=["*"], required=True),
+        endpoints=endpoints,
         values=_strings(path, item, "values", default=["*"], required=True),
         reason=_text(path, item, "reason"),
         expires=expires,
@@ -190,6 +261,8 @@ def load_rules(path: Path, today: dt.date | None = None) -> RuleSet:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
+    except DuplicateKey as exc:
+        raise PolicyError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict):

@@ -105,16 +105,16 @@ def test_absolute_form_target_other_host(env, guarded):
     pytest.param('{"Image":"%s","Privileged":true,"HostConfig":null}' % BB,
                  ["privileged"], id="toplevel-null-inner"),
     pytest.param('{"Image":"%s","Binds":["/:/host"]}' % BB,
-                 ["sensitive-host-mounts"], id="toplevel-binds"),
+                 ["host-path-protected"], id="toplevel-binds"),
     # Go folds U+017F (long s) to s and U+212A (Kelvin) to k when matching keys.
     pytest.param('{"Image":"%s","HostConfig":{"Bind\u017f":["/:/host"]}}' % BB,
-                 ["sensitive-host-mounts"], id="long-s-binds"),
+                 ["host-path-protected"], id="long-s-binds"),
     pytest.param('{"Image":"%s","HostConfig":{"Networ\u212aMode":"host"}}' % BB,
                  ["host-network"], id="kelvin-networkmode"),
     pytest.param('{"Image":"%s","HostConfig":{"\u017fecurityOpt":["seccomp=unconfined"]}}' % BB,
                  ["seccomp-unconfined"], id="long-s-securityopt"),
     pytest.param('{"Image":"%s","HostConfig":{"Binds":["/:/host"],"Bind\u017f":[]}}' % BB,
-                 ["sensitive-host-mounts", "request-ambiguous"], id="long-s-duplicate"),
+                 ["host-path-protected", "request-ambiguous"], id="long-s-duplicate"),
     # JSON escapes in keys are decoded before matching.
     pytest.param('{"Image":"%s","HostConfig":{"\\u0050rivileged":true}}' % BB,
                  ["privileged"], id="escaped-key"),
@@ -230,7 +230,7 @@ def created_container(env):
 def test_legacy_start_with_hostconfig(env, created_container, body):
     # API < 1.24: dockerd 20.10 applies a HostConfig sent with start.
     resp = env.api("POST", f"/v1.23/containers/{created_container}/start", body, JSON, raw=True)
-    assert_api_denied(env, resp, "privileged", "sensitive-host-mounts", "request-uri")
+    assert_api_denied(env, resp, "privileged", "host-path-protected", "request-uri")
     hc = next(c["hostconfig"] for c in env.containers_on_disk() if c["id"] == created_container)
     assert not hc.get("Privileged")
     assert not hc.get("Binds")

@@ -90,8 +90,8 @@ def test_container_lifecycle(env):
     name = unique("life")
     cid = env.docker("create", "--name", name, "--network", "none", BB, BUSYBOX, "sleep", "60").stdout.strip()
     # By name, dockerd looks the container up again after the plugin's check: refused.
-    assert_cli_denied(env, env.docker("start", name, check=False), "start-by-id")
-    assert_cli_denied(env, env.docker("start", cid[:12], check=False), "start-by-id")
+    assert_cli_denied(env, env.docker("start", name, check=False), "target-by-id")
+    assert_cli_denied(env, env.docker("start", cid[:12], check=False), "target-by-id")
     env.docker("start", cid)
     env.docker("restart", "-t", "1", cid)
     hc = json.loads(env.docker("inspect", name).stdout)[0]["HostConfig"]
@@ -167,8 +167,8 @@ def test_user_defined_network(env):
         env.docker("network", "rm", net, check=False)
 
 
-def test_harmless_bind(env, tmp_path):
-    d = tmp_path / "somedir"
+def test_harmless_bind(env, bind_dir):
+    d = bind_dir / "somedir"
     d.mkdir()
     (d / "in.txt").write_text("from-host\n")
     r = run_bb(env, "-v", f"{d}:/x", "--", "sh", "-c", "cat /x/in.txt; echo from-ctr > /x/out.txt")
@@ -208,10 +208,10 @@ def no_new_container(env):
 
 
 @pytest.fixture
-def shared_dir(tmp_path):
+def shared_dir(bind_dir):
     """A directory that is a shared mount point, so that dockerd itself accepts
     bind-propagation=shared/rshared on it (otherwise it refuses: "not a shared mount")."""
-    d = tmp_path / "shared"
+    d = bind_dir / "shared"
     d.mkdir()
     mounted = subprocess.run(["mount", "--bind", str(d), str(d)], capture_output=True,
                              timeout=10).returncode == 0
@@ -239,15 +239,15 @@ DENIED_RUN_CASES = [
     (["--device", "/dev/null:/dev/xnull:rwm"], "devices"),
     (["--device-cgroup-rule", "c 1:3 rwm"], "devices"),
     (["--gpus", "all"], "devices"),
-    (["-v", "/:/host"], "sensitive-host-mounts"),
-    (["-v", "/etc:/x"], "sensitive-host-mounts"),
-    (["-v", "/etc/shadow:/x:ro"], "sensitive-host-mounts"),
-    (["-v", "/var/run/docker.sock:/s"], "sensitive-host-mounts"),
-    (["-v", "/run:/r"], "sensitive-host-mounts"),
-    (["-v", "/var:/v"], "sensitive-host-mounts"),
-    (["-v", "/usr/../etc:/x"], "sensitive-host-mounts"),
-    (["--mount", "type=bind,src=/proc,dst=/x"], "sensitive-host-mounts"),
-    (["--mount", "type=bind,source=/sys,target=/x,readonly"], "sensitive-host-mounts"),
+    (["-v", "/:/host"], "host-path-protected"),
+    (["-v", "/etc:/x"], "host-path-protected"),
+    (["-v", "/etc/shadow:/x:ro"], "host-path-protected"),
+    (["-v", "/var/run/docker.sock:/s"], "host-path-protected"),
+    (["-v", "/run:/r"], "host-path-protected"),
+    (["-v", "/var:/v"], "host-path-protected"),
+    (["-v", "/usr/../etc:/x"], "host-path-protected"),
+    (["--mount", "type=bind,src=/proc,dst=/x"], "host-path-protected"),
+    (["--mount", "type=bind,source=/sys,target=/x,readonly"], "host-path-protected"),
     (["--mount", "type=bind,src={shared},dst=/x,bind-propagation=rshared"], "mount-propagation"),
     (["--mount", "type=bind,src={shared},dst=/x,bind-propagation=shared"], "mount-propagation"),
     (["-v", "{shared}:/x:rshared"], "mount-propagation"),
@@ -284,7 +284,7 @@ def test_bind_volume_denied(env):
     vol = unique("bindvol")
     r = env.docker("volume", "create", "--driver", "local", "--opt", "type=none",
                    "--opt", "o=bind", "--opt", "device=/etc", vol, check=False)
-    assert_cli_denied(env, r, "sensitive-host-mounts")
+    assert_cli_denied(env, r, "host-path-protected")
     assert vol not in env.docker("volume", "ls", "-q").stdout.split()
     assert vol not in {v["name"] for v in env.volumes_on_disk()}
 
@@ -295,7 +295,7 @@ def test_bind_volume_via_mount_denied(env, no_new_container):
                    f"type=volume,src={vol},dst=/x,volume-driver=local,"
                    "volume-opt=type=none,volume-opt=o=bind,volume-opt=device=/etc",
                    BB, BUSYBOX, "true", check=False)
-    assert_cli_denied(env, r, "sensitive-host-mounts")
+    assert_cli_denied(env, r, "host-path-protected")
     env.docker("volume", "rm", "-f", vol, check=False)
 
 
@@ -325,7 +325,7 @@ def test_all_violations_in_one_message(env, no_new_container):
                    "--security-opt", "seccomp=unconfined",
                    BB, BUSYBOX, "true", check=False)
     rules = ["privileged", "host-network", "host-pid", "capabilities",
-             "sensitive-host-mounts", "seccomp-unconfined"]
+             "host-path-protected", "seccomp-unconfined"]
     assert_cli_denied(env, r, *rules)
     # One message: a single deny line from dockerd, with a hint per violation.
     assert r.stderr.count(f"authorization denied by plugin {env.name}") == 1

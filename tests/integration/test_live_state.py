@@ -12,28 +12,28 @@ from tests.support.dockerd import BUSYBOX_IMAGE, add_trust_exceptions, assert_cl
 TRUE = ["/bin/busybox", "true"]
 
 
-def test_bind_source_swapped_for_a_symlink_after_create(docker_env, tmp_path):
+def test_bind_source_swapped_for_a_symlink_after_create(docker_env, bind_dir):
     env = docker_env
-    source = tmp_path / "data"
+    source = bind_dir / "data"
     source.mkdir()
     name = f"swap-{uuid.uuid4().hex[:8]}"
     cid = env.docker("create", "--name", name, "-v", f"{source}:/data", BUSYBOX_IMAGE, *TRUE).stdout.strip()
     try:
-        # A writer (another container sharing tmp_path, say) replaces the directory.
+        # A writer (another container sharing bind_dir, say) replaces the directory.
         shutil.rmtree(source)
         os.symlink("/etc", source)
         result = env.docker("start", cid, check=False)
-        assert_cli_denied(env, result, "sensitive-host-mounts")
+        assert_cli_denied(env, result, "host-path-protected", "host-path-roots")
         state = env.docker("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
         assert state == "created"
     finally:
         env.docker("rm", "-f", name, check=False)
 
 
-def test_unchanged_container_starts(docker_env, tmp_path):
+def test_unchanged_container_starts(docker_env, bind_dir):
     env = docker_env
-    (tmp_path / "ok").mkdir()
-    result = env.docker("run", "--rm", "-v", f"{tmp_path / 'ok'}:/ok", BUSYBOX_IMAGE, *TRUE,
+    (bind_dir / "ok").mkdir()
+    result = env.docker("run", "--rm", "-v", f"{bind_dir / 'ok'}:/ok", BUSYBOX_IMAGE, *TRUE,
                         check=False)
     assert result.returncode == 0, result.stderr
 
@@ -46,11 +46,13 @@ def _loose_then_strict(start_docker_env, tmp_path, rule, create_args):
     add_trust_exceptions(policy, ["docker.io/local/busybox"])
     rules = policy / "rules.yaml"
     strict = rules.read_text()
-    rules.write_text(strict.replace("exceptions: []", f"""exceptions:
+    assert "\nexceptions:\n" in strict
+    rules.write_text(strict.replace("\nexceptions:\n", f"""\nexceptions:
   - id: temporary
     rules: [{rule}]
     subjects: ["*"]
-    reason: a test of reloads""", 1))
+    reason: a test of reloads
+""", 1))
     env = start_docker_env(policy_dir=policy)
     name = f"loose-{uuid.uuid4().hex[:8]}"
     cid = env.docker("create", "--name", name, *create_args, BUSYBOX_IMAGE, *TRUE).stdout.strip()
@@ -67,21 +69,25 @@ def test_container_created_under_a_looser_policy_cannot_start(start_docker_env, 
     assert_cli_denied(env, result, "privileged")
 
 
-def test_volumes_from_a_container_with_a_sensitive_bind(start_docker_env, tmp_path):
-    """An admin's container made under an exception lends its /etc bind to nobody."""
-    env, name = _loose_then_strict(start_docker_env, tmp_path, "sensitive-host-mounts",
-                                   ["-v", "/etc:/hostetc:ro"])
-    before = env.container_ids()
-    result = env.docker("create", "--volumes-from", name, BUSYBOX_IMAGE, *TRUE, check=False)
-    assert_cli_denied(env, result, "sensitive-host-mounts")
-    assert env.container_ids() == before
+def test_volumes_from_a_container_with_a_bind_outside_the_roots(start_docker_env, tmp_path):
+    """An admin's container made under an exception lends its bind to nobody."""
+    outside = f"/var/tmp/pyauthz-test-{uuid.uuid4().hex[:8]}"
+    env, name = _loose_then_strict(start_docker_env, tmp_path, "host-path-roots",
+                                   ["-v", f"{outside}:/hostdir:ro"])
+    try:
+        before = env.container_ids()
+        result = env.docker("create", "--volumes-from", name, BUSYBOX_IMAGE, *TRUE, check=False)
+        assert_cli_denied(env, result, "host-path-roots")
+        assert env.container_ids() == before
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
 
 
-def test_named_bind_volume_is_looked_up_at_create(docker_env, tmp_path):
+def test_named_bind_volume_is_looked_up_at_create(docker_env, bind_dir):
     """A volume's options are set at volume create; a symlink in its device swapped later is
     seen when a container mounts it."""
     env = docker_env
-    target = tmp_path / "dir"
+    target = bind_dir / "dir"
     target.mkdir()
     vol = f"vv-{uuid.uuid4().hex[:8]}"
     env.docker("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={target}", vol)
@@ -90,7 +96,7 @@ def test_named_bind_volume_is_looked_up_at_create(docker_env, tmp_path):
         os.symlink("/etc", target)
         before = env.container_ids()
         result = env.docker("create", "-v", f"{vol}:/x", BUSYBOX_IMAGE, *TRUE, check=False)
-        assert_cli_denied(env, result, "sensitive-host-mounts")
+        assert_cli_denied(env, result, "host-path-protected")
         assert env.container_ids() == before
     finally:
         env.docker("volume", "rm", "-f", vol, check=False)

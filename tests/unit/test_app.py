@@ -58,10 +58,11 @@ def test_deny_lists_every_violation_with_fix(plugin):
     answer = plugin.call(**create_call({"Image": "busybox", "HostConfig": {
         "Privileged": True, "NetworkMode": "host", "CapAdd": ["SYS_ADMIN"], "Binds": ["/:/host"]}}))
     assert answer["Allow"] is False and answer["Err"] == ""
-    for rule in ("privileged", "host-network", "capabilities", "sensitive-host-mounts"):
+    for rule in ("privileged", "host-network", "capabilities", "host-path-protected",
+                 "host-path-roots"):
         assert f"[{rule}]" in answer["Msg"]
-    assert answer["Msg"].count("Fix:") == 4
-    assert "4 violations" in answer["Msg"]
+    assert answer["Msg"].count("Fix:") == 5
+    assert "5 violations" in answer["Msg"]
 
 
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[]", b'"x"', b"null"])

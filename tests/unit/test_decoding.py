@@ -229,9 +229,10 @@ def test_plugin_install_privileges():
                                                        content_type="application/x-tar", length="100")
 
 
-def test_plugin_set_mount_source():
-    facts = facts_of("POST", "/plugins/p/set", ["data.source=/etc", "dev.path=/dev/kmsg", "DEBUG=1"])
-    assert {("host-path", "/etc"), ("device", "/dev/kmsg")} <= facts
+def test_plugin_set_is_resolved_against_the_plugin():
+    _, decoded = decode(call("POST", "/plugins/p/set", ["data.source=/etc", "mnt=/", "DEBUG=1"]))
+    assert decoded.plugins == ["p"]
+    assert decoded.plugin_settings == ["data.source=/etc", "mnt=/", "DEBUG=1"]
 
 
 def test_build_host_network():
@@ -334,12 +335,17 @@ def test_run_and_service_images_are_kept_raw_for_trust():
 
 @pytest.mark.parametrize("options, expected", [
     ({"type": "proc", "device": "proc"}, ("volume-type", "proc")),
+    ({"type": "proc", "device": "proc"}, ("host-path", "/proc")),  # walked from dockerd's "/"
     ({"type": "sysfs", "device": "sysfs"}, ("volume-type", "sysfs")),
-    ({"type": "cgroup", "o": "none,name=x"}, ("volume-type", "cgroup")),
-    ({"type": "ext4", "device": "/./dev/vda"}, ("device", "/dev/vda")),
-    ({"type": "ext4", "device": "//dev/vda"}, ("device", "/dev/vda")),
     ({"type": "ext4", "device": "dev/vda"}, ("device", "/dev/vda")),
-    ({"type": "none", "o": "bind", "device": "etc"}, ("host-path", "/etc")),
+    ({"type": "none", "o": "bind", "device": "/etc"}, ("host-path", "/etc")),
+    ({"type": "none", "o": "ro,rbind", "device": "/srv/x"}, ("host-path", "/srv/x")),
+    ({"type": "none", "o": "bind,rshared", "device": "/srv/x"}, ("mount-propagation", "rshared")),
+    ({"type": "overlay", "o": "lowerdir=/srv/a:/etc,upperdir=/srv/u,workdir=/srv/w"},
+     ("host-path", "/etc")),
+    ({"type": "overlay", "o": "lowerdir+=/etc,upperdir=/srv/u,workdir=/srv/w"}, ("host-path", "/etc")),
+    ({"type": "overlay", "o": "datadir+=/root,upperdir=/srv/u,workdir=/srv/w"}, ("host-path", "/root")),
+    ({"type": "overlay", "o": "lowerdir=/srv/a,upperdir=/etc,workdir=/srv/w"}, ("host-path", "/etc")),
 ])
 def test_local_volumes_that_mount_the_host(options, expected):
     assert expected in facts_of("POST", "/volumes/create", {"Name": "v", "DriverOpts": options})

@@ -64,7 +64,7 @@ def test_started_container_is_checked_with_its_stored_config():
     assert not any(f.kind == "namespace.cgroup" for f in started.facts)
     assert started.image_id == stored["Image"] and started.image == "busybox"
     assert [(f.kind, f.value) for f in live.started_container("missing").facts] == \
-        [("start-target", "missing")]
+        [("target", "missing")]
 
 
 ID = "c" * 64
@@ -74,7 +74,7 @@ ID = "c" * 64
 def test_how_a_start_names_its_container(name, value):
     live = LiveState(FakeDocker(containers={"web": {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64}}))
     facts = live.started_container(name).facts
-    assert ("start-target", value) in {(f.kind, f.value) for f in facts}
+    assert ("target", value) in {(f.kind, f.value) for f in facts}
 
 
 def test_start_checks_the_mounts_dockerd_makes(tmp_path):

@@ -43,17 +43,14 @@ def violated(policy, kind, value, *, subject="anonymous", endpoint="container.cr
     ("capabilities", ("capability", "ALL"), ("capability", "CHOWN")),
     ("devices", ("device", "/dev/sda"), None),
     ("devices", ("device", "request:nvidia"), None),
-    ("sensitive-host-mounts", ("host-path", "/"), ("host-path", "/srv/data")),
-    ("sensitive-host-mounts", ("host-path", "/var"), ("host-path", "/var/tmp/x")),
-    ("sensitive-host-mounts", ("host-path", "/etc/ssl"), ("host-path", "/etc/localtime")),
-    ("sensitive-host-mounts", ("host-path", "/run/docker.sock"), ("host-path", "/run/user/1000")),
-    ("sensitive-host-mounts", ("host-path", "/var/lib/docker/volumes"), ("host-path", "/home/u/p")),
-    ("sensitive-host-mounts", ("host-path", "/usr"), ("host-path", "/usr/share/zoneinfo/Etc/UTC")),
+    ("host-path-roots", ("host-path", "/"), ("host-path", "/srv/data")),
+    ("host-path-roots", ("host-path", "/var/tmp/x"), ("host-path", "/home/u/p")),
+    ("host-path-roots", ("host-path", "/srvx/data"), ("host-path", "/srv")),
+    ("host-path-roots", ("host-path", "/sr"), ("host-path", "/home")),
     ("mount-propagation", ("mount-propagation", "rshared"), ("mount-propagation", "rslave")),
     ("seccomp-unconfined", ("seccomp", "unconfined"), ("seccomp", "default")),
     ("seccomp-custom-profile", ("seccomp", "custom:sha256:ab12"), None),
     ("volume-types", ("volume-type", "proc"), None),
-    ("sensitive-host-mounts", ("host-path", "/run/systemd/private"), ("host-path", "/run/user")),
     ("swarm-membership", ("endpoint", "swarm.inspect"), ("endpoint", "node.list")),
     ("apparmor-unconfined", ("apparmor", "unconfined"), ("apparmor", "my-profile")),
     ("selinux-disabled", ("selinux", "disable"), ("selinux", "level:s0:c1")),
@@ -61,9 +58,13 @@ def violated(policy, kind, value, *, subject="anonymous", endpoint="container.cr
     ("unsafe-sysctls", ("sysctl", "kernel.msgmax"), ("sysctl", "net.ipv4.ip_unprivileged_port_start")),
     ("plugin-privileges", ("plugin.privilege", "network=host"), None),
     ("swarm-membership", ("endpoint", "swarm.join"), ("endpoint", "swarm.leave")),
-    ("opaque-endpoints", ("endpoint", "build.grpc"), ("endpoint", "build")),
+    ("opaque-endpoints", ("endpoint", "build.grpc"), ("endpoint", "build.prune")),
     ("daemon-debug", ("endpoint", "system.debug"), ("endpoint", "system.ping")),
-    ("start-by-id", ("start-target", "name"), ("start-target", "id")),
+    ("target-by-id", ("target", "name"), ("target", "id")),
+    ("target-by-id", ("target", "missing"), None),
+    ("builds", ("endpoint", "build"), ("endpoint", "build.prune")),
+    ("builds", ("endpoint", "build.session"), None),
+    ("image-import", ("endpoint", "image.import"), ("endpoint", "image.load")),
     ("unknown-write-endpoint", ("endpoint", "unknown.write"), ("endpoint", "unknown.read")),
 ])
 def test_default_rules(default_policy, rule, denied, allowed):
@@ -172,21 +173,21 @@ def test_answers_are_memoized(tmp_path):
 
 
 @pytest.mark.parametrize("yaml_text, error", [
-    ("rules: [{id: x, match: {fact: a}, message: m}]", "'fix' is required"),
-    ("rules: [{id: x, match: {fact: a}, fix: f}]", "'message' is required"),
-    ("rules: [{id: X Y, match: {fact: a}, message: m, fix: f}]", "rule id"),
-    ("rules: [{id: request-x, match: {fact: a}, message: m, fix: f}]", "reserved"),
-    ("rules: [{id: x, effect: allow, match: {fact: a}, message: m, fix: f}]", "effect"),
+    ("rules: [{id: x, match: {fact: capability}, message: m}]", "'fix' is required"),
+    ("rules: [{id: x, match: {fact: capability}, fix: f}]", "'message' is required"),
+    ("rules: [{id: X Y, match: {fact: capability}, message: m, fix: f}]", "rule id"),
+    ("rules: [{id: request-x, match: {fact: capability}, message: m, fix: f}]", "reserved"),
+    ("rules: [{id: x, effect: allow, match: {fact: capability}, message: m, fix: f}]", "effect"),
     ("rules: [{id: x, match: {fact: a, valuez: [b]}, message: m, fix: f}]", "unknown key"),
-    ("rules: [{id: x, match: {fact: a, paths: [etc]}, message: m, fix: f}]", "not absolute"),
-    ("rules: [{id: x, match: {fact: a}, message: m, fix: f}, {id: x, match: {fact: a}, message: m, fix: f}]",
+    ("rules: [{id: x, match: {fact: capability, paths: [etc]}, message: m, fix: f}]", "not absolute"),
+    ("rules: [{id: x, match: {fact: capability}, message: m, fix: f}, {id: x, match: {fact: capability}, message: m, fix: f}]",
      "duplicate"),
     ("rules: []\nexceptions: [{id: e, rules: [nope], subjects: ['*'], reason: r}]", "no rule 'nope'"),
-    ("rules: [{id: x, match: {fact: a}, message: m, fix: f}]\nexceptions: [{id: e, rules: [x], reason: r}]",
+    ("rules: [{id: x, match: {fact: capability}, message: m, fix: f}]\nexceptions: [{id: e, rules: [x], reason: r}]",
      "'subjects' is required"),
-    ("rules: [{id: x, match: {fact: a}, message: m, fix: f}]\n"
+    ("rules: [{id: x, match: {fact: capability}, message: m, fix: f}]\n"
      "exceptions: [{id: e, rules: [x], subjects: ['role:ghosts'], reason: r}]", "no role 'ghosts'"),
-    ("rules: [{id: x, match: {fact: a}, message: m, fix: f}]\nexceptions: [{id: e, rules: [x], subjects: ['*']}]",
+    ("rules: [{id: x, match: {fact: capability}, message: m, fix: f}]\nexceptions: [{id: e, rules: [x], subjects: ['*']}]",
      "'reason' is required"),
     ("version: 2\nrules: []", "unsupported version"),
     ("rules: [", "not valid YAML"),
@@ -200,7 +201,7 @@ def test_invalid_policies_name_file_and_problem(tmp_path, yaml_text, error):
 
 def test_error_names_the_line(tmp_path):
     with pytest.raises(PolicyError) as info:
-        policy_with(tmp_path, "version: 1\nrules:\n  - id: ok\n    match: {fact: a}\n    message: m\n")
+        policy_with(tmp_path, "version: 1\nrules:\n  - id: ok\n    match: {fact: capability}\n    message: m\n")
     assert "rules.yaml:3:" in str(info.value)
 
 

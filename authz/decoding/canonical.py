@@ -1,0 +1,99 @@
+"""Values that dockerd hands to runc or the kernel unchanged, judged as the kernel reads them.
+
+dockerd cleans bind sources itself, but passes these through byte for byte: the local volume
+driver's ``device`` and ``o=`` options (mount(2)), a plugin's mount sources (runc), masked and
+read-only paths (runc), AppArmor and SELinux names (the kernel trims them). The kernel
+resolves a path component by component, a symlink *before* a later ``..``; overlayfs
+unescapes ``\\`` in its directory options; runc skips a masked path that does not resolve.
+
+pyauthz never cleans such a value and judges the cleaned form. A path must already be
+canonical (absolute, no ``.``/``..``/empty components, no trailing ``/``, no ``\\``, no
+whitespace or control character): then what the kernel opens is the path itself with its
+symlinks resolved, which is exactly what is judged. Anything else is refused
+(``request-noncanonical``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from authz.decoding.errors import RequestRefused
+from authz.decoding.facts import Fact
+
+# Linux's PATH_MAX: mount(2) and open(2) refuse longer paths.
+PATH_MAX = 4096
+
+
+def _bad_char(text: str) -> str | None:
+    for ch in text:
+        if ch == "\\":
+            return "a backslash (overlayfs and the mount options parser unescape it)"
+        if ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F:
+            return "whitespace or a control character"
+    return None
+
+
+def noncanonical(found: str, fix: str) -> RequestRefused:
+    return RequestRefused("request-noncanonical", found, fix)
+
+
+def path_problem(raw: str) -> str | None:
+    """Why ``raw`` is not a canonical absolute path, or None when it is."""
+    if not raw.startswith("/"):
+        return "it is not absolute"
+    if len(raw.encode("utf-8", "surrogatepass")) >= PATH_MAX:
+        return f"it is longer than PATH_MAX ({PATH_MAX})"
+    bad = _bad_char(raw)
+    if bad:
+        return f"it holds {bad}"
+    if raw == "/":
+        return None
+    if raw.endswith("/"):
+        return "it ends in '/'"
+    for part in raw[1:].split("/"):
+        if part in ("", ".", ".."):
+            return "it has an empty, '.' or '..' component (the kernel follows symlinks before '..')"
+    return None
+
+
+def require_path(raw: str, where: str, what: str) -> str:
+    """``raw`` when it is a canonical absolute path; else the request is refused."""
+    problem = path_problem(raw)
+    if problem:
+        raise noncanonical(f"{where}: {what} {raw[:200]!r} is not canonical: {problem}",
+                           "Give the plain absolute path (no '.', '..', '//', trailing '/', "
+                           "'\\' or spaces); resolve it yourself if it holds a symlink.")
+    return raw
+
+
+def require_name(raw: str, where: str, what: str) -> str:
+    """A name the kernel or runc trims or reads raw (an AppArmor profile, an SELinux label):
+    refused unless it is exactly what it will be read as."""
+    if raw.strip() != raw:
+        problem = "surrounding whitespace (the kernel trims it)"
+    elif any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in raw):
+        problem = "a control character"
+    else:
+        return raw
+    raise noncanonical(f"{where}: {what} {raw[:200]!r} holds {problem}",
+                       f"Give the {what} without surrounding whitespace or control characters.")
+
+
+def resolved(path: str) -> str:
+    """A canonical path with its symlinks resolved on this host, as the kernel will walk it
+    (no '..' in the input, so nothing lexical is undone)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return path
+
+
+def kernel_path_facts(kind: str, raw: str, where: str, detail: str) -> list[Fact]:
+    """Facts for a host path the kernel opens as given: the path, and its resolved form when
+    a symlink makes it another."""
+    path = require_path(raw, where, "host path")
+    facts = [Fact(kind, path, where, detail)]
+    real = resolved(path)
+    if real != path:
+        facts.append(Fact(kind, real, where, f"{detail}; {path!r} resolves here".lstrip("; ")))
+    return facts

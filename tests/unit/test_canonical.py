@@ -1,0 +1,155 @@
+"""Values dockerd hands to runc or the kernel unchanged: judged as the kernel reads them, or
+refused when not canonical (issue 6, class 1)."""
+
+import os
+
+import pytest
+
+from authz.decoding import canonical, decode
+from authz.decoding.errors import RequestRefused
+from authz.decoding.checks import local_volume_facts
+from tests.unit.test_decoding import call, create, facts_of
+
+
+@pytest.mark.parametrize("raw, problem", [
+    ("/srv/data", None),
+    ("/", None),
+    ("srv/data", "not absolute"),
+    ("/srv/data/", "ends in '/'"),
+    ("/srv//data", "empty"),
+    ("/srv/./data", "'.'"),
+    ("/srv/x/../../etc", "'..'"),
+    ("/srv/..", "'..'"),
+    ("/srv/a\\,b", "backslash"),
+    ("/srv/a b", "whitespace"),
+    (" /srv", "not absolute"),
+    ("/srv/a\tb", "whitespace"),
+    ("/srv/a\x00b", "control"),
+    ("/srv/a\nb", "whitespace"),
+    ("/" + "a" * 5000, "PATH_MAX"),
+])
+def test_path_problems(raw, problem):
+    found = canonical.path_problem(raw)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_symlink_is_resolved_before_a_later_dotdot(tmp_path):
+    """The kernel follows lnk before '..': "lnk/.." is the parent of lnk's target, so such a
+    path is refused rather than cleaned to the directory that holds lnk."""
+    (tmp_path / "a").mkdir()
+    os.symlink("/etc/ssl", tmp_path / "lnk")
+    with pytest.raises(RequestRefused) as info:
+        canonical.kernel_path_facts("host-path", f"{tmp_path}/lnk/../x", "device", "test")
+    assert info.value.rule == "request-noncanonical"
+    facts = canonical.kernel_path_facts("host-path", f"{tmp_path}/lnk", "device", "test")
+    assert [f.value for f in facts] == [f"{tmp_path}/lnk", "/etc/ssl"]
+
+
+@pytest.mark.parametrize("options", [
+    {"type": "none", "o": "bind", "device": "/srv/x/../../etc"},
+    {"type": "none", "o": "bind", "device": "/srv/x/"},
+    {"type": "none", "o": "bind", "device": "//etc"},
+    {"type": "none", "o": "bind", "device": "/srv/x\\..\\..\\etc"},
+    {"type": "overlay", "o": "lowerdir=/srv/a/../../etc,upperdir=/srv/u,workdir=/srv/w"},
+    {"type": "overlay", "o": "lowerdir=/srv/a\\:/etc,upperdir=/srv/u,workdir=/srv/w"},
+    {"type": "overlay", "o": "lowerdir=/srv/a::/etc,upperdir=/srv/u,workdir=/srv/w"},
+    {"type": "overlay", "o": "lowerdir+=/srv/a/..,upperdir=/srv/u,workdir=/srv/w"},
+    {"type": "overlay", "o": "datadir+=./etc,upperdir=/srv/u,workdir=/srv/w"},
+    {"type": "overlay", "o": "upperdir=/srv/u/ ,workdir=/srv/w,lowerdir=/srv/a"},
+    {"type": " proc", "device": "proc"},
+    {"type": "tmpfs\n", "device": "tmpfs"},
+])
+def test_noncanonical_local_volume_values_are_refused(options):
+    with pytest.raises(RequestRefused) as info:
+        local_volume_facts("local", options, "DriverOpts")
+    assert info.value.rule == "request-noncanonical"
+
+
+@pytest.mark.parametrize("options", [
+    {"type": "tmpfs", "device": "tmpfs", "o": "size=10m,foo=/etc"},
+    {"type": "tmpfs", "device": "tmpfs", "o": " size=10m"},           # moby does not trim
+    {"type": "tmpfs", "device": "tmpfs", "o": "defaults"},            # data, not a flag
+    {"type": "tmpfs", "device": "tmpfs", "o": "remount"},
+    {"type": "nfs", "device": ":/x", "o": "addr=127.0.0.1,fsc=/etc"},
+    {"type": "overlay", "o": "lowerdir=/srv/a,upperdir=/srv/u,workdir=/srv/w,redirectdir=on"},
+    {"type": "none", "o": "bind,lowerdir=/etc", "device": "/srv/x"},  # data with a bind
+    {"type": "cgroup", "device": "cgroup", "o": "none,name=x"},
+    {"type": "ext4", "device": "/dev/vda", "o": "journal_path=/dev/vdb"},
+    {"type": "none", "o": "bind"},                                     # no device
+    {"type": "tmpfs", "device": "tmpfs", "Device": "/etc"},           # keys are exact
+    {"type": "tmpfs", "device": "tmpfs", "mountpoint": "/etc"},
+])
+def test_unknown_local_volume_options_are_refused(options):
+    with pytest.raises(RequestRefused) as info:
+        local_volume_facts("local", options, "DriverOpts")
+    assert info.value.rule == "request-volume-option"
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"type": "tmpfs", "device": "tmpfs", "o": "size=10m,uid=1000,mode=0700"},
+    {"type": "nfs", "device": ":/export", "o": "addr=127.0.0.1,rw,nfsvers=4,soft"},
+    {"type": "none", "o": "bind,ro,nosuid,nodev", "device": "/srv/data"},
+])
+def test_known_local_volume_options_are_read(options):
+    facts = local_volume_facts("local", options, "DriverOpts")
+    assert all(f.kind in ("host-path",) for f in facts)
+
+
+def test_volume_create_and_inline_mounts_and_services_share_the_rules():
+    bad = {"type": "none", "o": "bind", "device": "/srv/x/../../etc"}
+    bodies = [
+        ("POST", "/volumes/create", {"Name": "v", "DriverOpts": bad}),
+        ("POST", "/containers/create", {"Image": "i", "HostConfig": {"Mounts": [
+            {"Type": "volume", "Target": "/x", "VolumeOptions": {"DriverConfig": {
+                "Name": "local", "Options": bad}}}]}}),
+        ("POST", "/services/create", {"TaskTemplate": {"ContainerSpec": {"Image": "i", "Mounts": [
+            {"Type": "volume", "Target": "/x", "VolumeOptions": {"DriverConfig": {
+                "Name": "local", "Options": bad}}}]}}}),
+    ]
+    for method, uri, body in bodies:
+        with pytest.raises(RequestRefused) as info:
+            decode(call(method, uri, body))
+        assert info.value.rule == "request-noncanonical", uri
+
+
+@pytest.mark.parametrize("field, paths", [
+    ("MaskedPaths", ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                     "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                     "/proc/sched_debug", "/proc/nonexistent/../scsi", "/sys/firmware"]),
+    ("MaskedPaths", ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                     "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                     "/proc/sched_debug", "/proc/scsi/", "/sys/firmware"]),
+    ("ReadonlyPaths", ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/x/../sys",
+                       "/proc/sysrq-trigger"]),
+    ("ReadonlyPaths", ["/proc/bus", "/proc/fs", "/proc/irq", "//proc/sys", "/proc/sysrq-trigger"]),
+])
+def test_masked_paths_count_only_when_exact(field, paths):
+    """runc skips an entry that does not resolve: one that merely cleans to a default
+    protects nothing."""
+    assert ("masked-paths", "reduced") in create({field: paths})
+
+
+def test_exact_default_masked_paths_are_kept():
+    assert ("masked-paths", "reduced") not in create({"ReadonlyPaths": [
+        "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]})
+
+
+@pytest.mark.parametrize("opt", ["apparmor= unconfined", "apparmor=unconfined ",
+                                 "apparmor=\tunconfined", "apparmor:unconfined\n",
+                                 "label= disable", "label=type:spc_t "])
+def test_names_the_kernel_trims_are_refused(opt):
+    with pytest.raises(RequestRefused) as info:
+        decode(call("POST", "/containers/create", {"Image": "i", "HostConfig": {"SecurityOpt": [opt]}}))
+    assert info.value.rule == "request-noncanonical"
+
+
+def test_checkpoint_dir_is_judged_raw():
+    assert ("host-path", "/srv/cp") in facts_of(
+        "POST", "/containers/" + "c" * 64 + "/start?checkpoint=a&checkpoint-dir=/srv/cp")
+    for query in ("checkpoint=a&checkpoint-dir=/srv/x/../../etc", "checkpoint=../../etc&checkpoint-dir=/srv"):
+        with pytest.raises(RequestRefused):
+            decode(call("POST", "/containers/" + "c" * 64 + "/start?" + query))
