@@ -6,6 +6,7 @@ wrong is a deny with the reason; nothing is ever answered as an allow by default
 
 from __future__ import annotations
 
+import os
 import threading
 import traceback
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from authz.decoding.errors import RequestRefused
 from authz.decoding.live import LiveState
 from authz.dockerd import DockerClient
 from authz.policy.engine import Policy, Violation
+from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
 from authz.protocol import (IMPLEMENTS, REQUEST_PHASE, RESPONSE_PHASE, AuthzRequest,
                             ProtocolError, answer, parse_call)
 
@@ -35,6 +37,23 @@ class AppConfig:
     # through this plugin) may hold at most a quarter of them, so that those reads find a
     # free thread; a decision that finds no slot within a second is refused.
     threads: int = 32
+    # The socket the plugin serves (its directory is protected from binds, as are the
+    # policy directory, the decision log's directory and dockerd's socket).
+    socket_path: str | None = None
+
+
+def own_paths(config: AppConfig) -> tuple[ProtectedPath, ...]:
+    """pyauthz's own files, which no bind may reach: a container that can write the
+    policy, the log or the socket directory (to put its own socket there) owns the plugin."""
+    paths = [str(config.policy_dir.resolve())]
+    if config.log_file is not None:
+        paths.append(str(config.log_file.resolve().parent))
+    if config.socket_path:
+        paths.append(os.path.dirname(os.path.abspath(config.socket_path)))
+    if config.docker_host and config.docker_host.startswith("unix://"):
+        paths.append(os.path.abspath(config.docker_host[len("unix://"):]))
+    real = [os.path.realpath(p) for p in paths]
+    return protected(dict.fromkeys(paths + real), "pyauthz's own files, or dockerd's socket")
 
 
 
@@ -57,6 +76,7 @@ def create_app(config: AppConfig) -> Flask:
     trust = _load_trust(config)
     live = LiveState(DockerClient(config.docker_host)) if config.docker_host else None
     lookup_slots = threading.BoundedSemaphore(max(1, config.threads // 4))
+    floor = SYSTEM_FLOOR + own_paths(config)
     log = audit.make_logger(config.log_file)
     warnings = list(policy.warnings)
     if live is None:
@@ -82,7 +102,7 @@ def create_app(config: AppConfig) -> Flask:
         else:
             try:
                 if phase == REQUEST_PHASE:
-                    decision = decide_request(call, policy, trust, live, lookup_slots)
+                    decision = decide_request(call, policy, trust, live, lookup_slots, floor)
                 else:
                     decision = decide_response(call)
             except Exception as exc:  # noqa: BLE001 - fail closed, whatever it was

@@ -45,6 +45,7 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         log_file=log_file,
         docker_host=docker_host,
         threads=threads,
+        socket_path=socket_path,
     )
     # Load once in the master so that a broken policy stops the start with a clear
     # message, instead of workers that crash in a loop.

@@ -207,8 +207,8 @@ def _absolute(path: Path, match: dict, key: str, rule_id: str) -> tuple[str, ...
     for p in values:
         if not p.startswith("/") or (p != "/" and (p.endswith("/") or "//" in p
                                                    or "/./" in p + "/" or "/../" in p + "/")):
-            raise _fail(path, match["__line__"], f"rule {rule_id}: {key} entry {p!r} is not a "
-                                                 "canonical absolute path")
+            raise _fail(path, match["__line__"], f"rule {rule_id}: {key} entry {p!r} is not "
+                                                 "absolute and canonical")
     return values
 
 

@@ -79,11 +79,31 @@ def test_info_version_ping(env):
     assert (status, body) == (200, b"OK")
 
 
+def full_id(env, name: str) -> str:
+    return env.docker("inspect", "--format", "{{.Id}}", name).stdout.strip()
+
+
 def test_exec(env, sleeper):
-    r = env.docker("exec", sleeper, BUSYBOX, "echo", "from-exec")
+    cid = full_id(env, sleeper)
+    r = env.docker("exec", cid, BUSYBOX, "echo", "from-exec")
     assert r.stdout == "from-exec\n"
-    r = env.docker("exec", "-u", "1000", sleeper, BUSYBOX, "id", "-u")
+    r = env.docker("exec", "-u", "1000", cid, BUSYBOX, "id", "-u")
     assert r.stdout.strip() == "1000"
+    # By name or prefix, dockerd looks the container up again after the plugin's check.
+    for ref in (sleeper, cid[:12]):
+        assert_cli_denied(env, env.docker("exec", ref, BUSYBOX, "true", check=False),
+                          "target-by-id")
+
+
+def test_cp_both_ways(env, sleeper, tmp_path):
+    cid = full_id(env, sleeper)
+    src = tmp_path / "in.txt"
+    src.write_text("to-ctr\n")
+    env.docker("cp", str(src), f"{cid}:/tmp/in.txt")
+    env.docker("cp", f"{cid}:/tmp/in.txt", str(tmp_path / "back.txt"))
+    assert (tmp_path / "back.txt").read_text() == "to-ctr\n"
+    assert_cli_denied(env, env.docker("cp", str(src), f"{sleeper}:/tmp/x", check=False),
+                      "target-by-id")
 
 
 def test_container_lifecycle(env):
@@ -300,7 +320,7 @@ def test_bind_volume_via_mount_denied(env, no_new_container):
 
 
 def test_exec_privileged_denied(env, sleeper):
-    r = env.docker("exec", "--privileged", sleeper, BUSYBOX, "true", check=False)
+    r = env.docker("exec", "--privileged", full_id(env, sleeper), BUSYBOX, "true", check=False)
     assert_cli_denied(env, r, "privileged")
 
 

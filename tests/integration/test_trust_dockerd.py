@@ -153,7 +153,8 @@ def test_import_is_denied_and_a_load_does_not_run(trust_env, tmp_path):
     assert_cli_denied(env, env.docker("import", str(rootfs), imported, check=False),
                       "image-import")
     saved = tmp_path / "saved.tar"
-    write_image_archive(saved, imported)
+    # Another config than the test image's, so that it is another image id.
+    write_image_archive(saved, imported, cmd=("/bin/busybox", "echo", "loaded"))
     env.docker("load", "-i", str(saved))
     try:
         denied(env, env.docker("run", "--rm", imported, *TRUE, check=False), "no digest from")

@@ -643,7 +643,8 @@ def rootfs_layer(busybox: Path = BUSYBOX_PATH) -> bytes:
     return buf.getvalue()
 
 
-def write_image_archive(path: Path, image: str, busybox: Path = BUSYBOX_PATH) -> None:
+def write_image_archive(path: Path, image: str, busybox: Path = BUSYBOX_PATH,
+                        cmd: Sequence[str] = ("/bin/busybox", "true")) -> None:
     """An image archive in ``docker save``'s format (manifest.json, config, one layer) for
     ``docker load``, with a default CMD so that raw create bodies need no ``Cmd``."""
     import hashlib
@@ -655,7 +656,7 @@ def write_image_archive(path: Path, image: str, busybox: Path = BUSYBOX_PATH) ->
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     config = json.dumps({
         "architecture": arch, "os": "linux", "created": "2026-01-01T00:00:00Z",
-        "config": {"Cmd": ["/bin/busybox", "true"], "Env": ["PATH=/bin"]},
+        "config": {"Cmd": list(cmd), "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "pyauthz tests"}],
     }).encode()
