@@ -15,6 +15,9 @@ Fixtures (all integration ones are session-scoped: one dockerd for the whole run
     headers=None, raw=False)``, ``.raw_request(bytes)``, ``.decisions(since=0)``,
     ``.log_mark()``, ``.containers_all()``, ``.containers_on_disk()``, ``.logs()``.
 
+``control_dockerd``
+    A dockerd with no authorization plugin at all (positive controls).
+
 ``start_docker_env``
     A factory ``start_docker_env(policy_dir=None, name=None) -> DockerEnv`` for a second
     (third...) pair, e.g. with a test policy directory; every pair it starts is stopped at
@@ -146,6 +149,17 @@ def plugin_and_dockerd():
 @pytest.fixture(scope="session")
 def docker_env(plugin_and_dockerd):
     return plugin_and_dockerd
+
+
+@pytest.fixture(scope="session")
+def control_dockerd():
+    """A dockerd without any authorization plugin: positive controls show that dockerd
+    really acts on what the plugin denies."""
+    env = _start(authz=False)
+    try:
+        yield env
+    finally:
+        _finish(env)
 
 
 @pytest.fixture(scope="session")

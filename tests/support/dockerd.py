@@ -326,13 +326,15 @@ class DockerEnv:
     dockerd_proc: subprocess.Popen | None = None
     docker_bin: str = field(default_factory=lambda: shutil.which("docker") or "docker")
     closed: bool = False
+    authz: bool = True
 
     # ----- lifecycle
 
     @classmethod
     def start(cls, policy_dir: str | os.PathLike | None = None, name: str | None = None,
               import_busybox: bool = True, workers: int = 2,
-              trust_exceptions: Sequence[str] = TEST_TRUST_EXCEPTIONS) -> "DockerEnv":
+              trust_exceptions: Sequence[str] = TEST_TRUST_EXCEPTIONS,
+              authz: bool = True) -> "DockerEnv":
         """Start the plugin, then dockerd; import the busybox image. Raises HarnessError.
 
         ``policy_dir`` defaults to a fresh copy of the shipped ``policies/`` inside the
@@ -340,6 +342,9 @@ class DockerEnv:
         repository) are added to ``trust.yaml``'s ``exceptions:``; pass ``()`` to keep the
         shipped trust policy. A ``policy_dir`` given is used as it is (see
         :func:`add_trust_exceptions`). After changing files there, call :meth:`reload_policy`.
+
+        ``authz=False`` starts dockerd without the plugin: a positive control, to show that
+        dockerd really acts on a request the plugin denies.
         """
         # Short path: the exec root holds containerd's socket (108-byte limit on unix paths).
         workdir = Path(tempfile.mkdtemp(prefix="pz", dir="/tmp"))
@@ -365,8 +370,10 @@ class DockerEnv:
             docker_config=workdir / "cli",
         )
         env.docker_config.mkdir()
+        env.authz = authz
         try:
-            env._start_plugin(workers)
+            if authz:
+                env._start_plugin(workers)
             env._start_dockerd()
             if import_busybox:
                 env.import_busybox()
@@ -414,8 +421,9 @@ class DockerEnv:
                "-H", f"unix://{self.docker_socket}",
                "--pidfile", str(d / "dockerd.pid"),
                "--iptables=false", "--ip6tables=false", "--bridge=none",
-               "--storage-driver=vfs",
-               f"--authorization-plugin={self.name}"]
+               "--storage-driver=vfs"]
+        if self.authz:
+            cmd.append(f"--authorization-plugin={self.name}")
         environ = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         with open(self.dockerd_output, "wb") as out:
             self.dockerd_proc = subprocess.Popen(
