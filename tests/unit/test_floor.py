@@ -1,0 +1,290 @@
+"""The floor (what no policy opens), state-judged operations (exec, plugins) and the strict
+policy loader: issue 6, classes 2, 3, 6, 7 and 8."""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from authz.decision import decide_request
+from authz.decoding.facts import Fact
+from authz.decoding.live import LiveState, daemon_roots, plugin_setting_facts
+from authz.policy import Policy
+from authz.policy.floor import SYSTEM_FLOOR, floor_violations, protected
+from authz.policy.rules import PolicyError
+from authz.protocol import AuthzRequest, Headers
+from tests.unit.test_live import FakeDocker
+from tests.unit.test_policy import policy_with
+
+SHIPPED = Path(__file__).resolve().parents[2] / "policies"
+ID = "e" * 64
+PID = "f" * 64
+
+
+@pytest.mark.parametrize("path, hit", [
+    ("/", True), ("/var", True), ("/var/lib", True), ("/var/lib/dpkg/info/x.postinst", True),
+    ("/etc/localtime", True), ("/run", True), ("/run/docker.sock", True), ("/usr/local/bin", True),
+    ("/var/lib/containerd", True), ("/etc/pyauthz/rules.yaml", True),
+    ("/srv/data", False), ("/home/alice", False), ("/var/tmp/x", False), ("/etcetera", False),
+    ("/opt/app", False), ("/run/user/1000", False),
+])
+def test_system_floor(path, hit):
+    found = floor_violations("container.create", [Fact("host-path", path, "Binds[0]")], SYSTEM_FLOOR)
+    assert bool(found) is hit
+    if hit:
+        assert found[0].rule == "host-path-protected" and "Fix:" not in found[0].fix
+
+
+def test_floor_adds_the_running_dockerds_roots(tmp_path):
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text(json.dumps({"exec-root": "/data/docker-exec/"}))
+    roots = daemon_roots({"DockerRootDir": "/data/docker"},
+                         ["/usr/sbin/dockerd", "--config-file", str(daemon_json),
+                          "--containerd=/data/cd/containerd.sock"])
+    assert [p for p, _ in roots] == ["/data/docker", "/data/docker-exec", "/data/cd"]
+    # Flags win over daemon.json, as in dockerd.
+    roots = daemon_roots({"DockerRootDir": "/d"}, ["dockerd", "--config-file", str(daemon_json),
+                                                   "--exec-root", "/x"])
+    assert [p for p, _ in roots] == ["/d", "/x"]
+    paths = protected([p for p, _ in roots], "dockerd's roots")
+    assert floor_violations("container.create", [Fact("host-path", "/d/volumes", "w")], paths)
+    assert not floor_violations("container.create", [Fact("host-path", "/data", "w")], paths)
+
+
+def test_authorization_plugins_are_protected():
+    fact = Fact("plugin.interface", "docker.authz/1.0", "plugin.Config.Interface.Types")
+    for endpoint in ("plugin.disable", "plugin.remove", "plugin.upgrade", "plugin.set"):
+        assert [v.rule for v in floor_violations(endpoint, [fact], ())] == ["authz-plugin-protected"]
+    assert floor_violations("plugin.enable", [fact], ()) == []
+    other = Fact("plugin.interface", "docker.volumedriver/1.0", "x")
+    assert floor_violations("plugin.disable", [other], ()) == []
+
+
+MOUNT = {"Name": "data", "Source": "/srv", "Destination": "/data", "Type": "bind",
+         "Settable": ["source"]}
+TWO = {"Name": "two", "Source": "/srv", "Settable": ["source", "destination"]}
+DOTTED = {"Name": "a.b", "Source": "/srv", "Settable": ["source"]}
+DEVICE = {"Name": "dev", "Path": "/dev/null", "Settable": ["path"]}
+CONFIG = {"Mounts": [MOUNT, TWO, DOTTED], "Linux": {"Devices": [DEVICE]},
+          "Env": [{"Name": "DEBUG", "Value": "0", "Settable": ["value"]},
+                  {"Name": "data2", "Value": "", "Settable": ["value"]}]}
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("data=/etc", {("host-path", "/etc")}),          # no field: the single settable one
+    ("data.source=/etc", {("host-path", "/etc")}),
+    ("a.b.source=/etc", {("host-path", "/etc")}),     # the field is after the last '.'
+    ("a.b=/etc", set()),                              # name 'a', field 'b': nothing settable
+    ("two=/etc", set()),                              # several settable: dockerd refuses
+    ("two.source=/etc", {("host-path", "/etc")}),
+    ("dev=/dev/sda", {("device", "/dev/sda")}),
+    ("dev.path=/dev/sda", {("device", "/dev/sda")}),
+    ("DEBUG=1", set()),
+    ("data2=/etc", set()),                            # an env named like a path is an env
+])
+def test_plugin_settings_are_resolved_like_dockerd(setting, expected):
+    assert {(f.kind, f.value) for f in plugin_setting_facts(CONFIG, setting, "[0]")} == expected
+
+
+def test_plugin_mount_setting_must_be_canonical():
+    from authz.decoding.errors import RequestRefused
+
+    with pytest.raises(RequestRefused) as info:
+        plugin_setting_facts(CONFIG, "data=/srv/x/../../etc", "[0]")
+    assert info.value.rule == "request-noncanonical"
+
+
+class PluginDocker(FakeDocker):
+    docker_host = "unix:///nonexistent/pyauthz-test.sock"
+
+    def server_pid(self):
+        return None
+
+    def __init__(self, plugins=None, execs=None, **kw):
+        super().__init__(**kw)
+        self.plugins = plugins or {}
+        self.execs = execs or {}
+
+    def inspect_plugin(self, name, deadline):
+        for info in self.plugins.values():
+            if name in (info["Id"], info["Name"], info["Name"].split(":")[0]) or info["Id"].startswith(name):
+                return info
+        return None
+
+    def inspect_exec(self, exec_id, deadline):
+        return self.execs.get(exec_id)
+
+    def info(self, deadline):
+        return {"DockerRootDir": "/data/docker"}
+
+
+def decide(uri, body=None, docker=None, method="POST"):
+    policy = Policy.load(SHIPPED)
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(data) if data else 0)}
+    call = AuthzRequest(phase="request", method=method, uri=uri, body=data, headers=Headers(headers))
+    return decide_request(call, policy, None, LiveState(docker), threading.BoundedSemaphore(4))
+
+
+AUTHZ_PLUGIN = {"Id": PID, "Name": "vendor/authz:latest", "Enabled": True,
+                "Config": {"Interface": {"Types": ["docker.authz/1.0"]}, "Env": []}}
+PRIVILEGED_PLUGIN = {"Id": "a" * 64, "Name": "vendor/vol:latest", "Enabled": False,
+                     "Config": {"Interface": {"Types": ["docker.volumedriver/1.0"]},
+                                "Network": {"Type": "host"}, "Mounts": [MOUNT],
+                                "Linux": {"Capabilities": ["CAP_SYS_ADMIN"]}}}
+
+
+def rules_of(decision):
+    return sorted({v.rule for v in decision.violations})
+
+
+def test_plugin_operations_through_the_decision():
+    docker = PluginDocker(plugins={"a": AUTHZ_PLUGIN, "v": PRIVILEGED_PLUGIN})
+    assert rules_of(decide(f"/plugins/{PID}/disable", docker=docker)) == ["authz-plugin-protected"]
+    assert rules_of(decide(f"/plugins/{PID}?force=1", docker=docker, method="DELETE")) == \
+        ["authz-plugin-protected"]
+    assert rules_of(decide(f"/plugins/{PID}/set", ["DEBUG=1"], docker=docker)) == ["authz-plugin-protected"]
+    assert rules_of(decide("/plugins/vendor/authz/disable", docker=docker)) == \
+        ["authz-plugin-protected", "target-by-id"]
+    enable = decide(f"/plugins/{'a' * 64}/enable", docker=docker)
+    assert rules_of(enable) == ["plugin-privileges"]
+    assert {f.value for f in enable.facts if f.kind == "plugin.privilege"} >= {
+        "network=host", "mount=/srv", "capabilities=CAP_SYS_ADMIN"}
+    assert decide(f"/plugins/{'a' * 64}/set", ["data=/srv/ok"], docker=docker).allow
+    assert rules_of(decide(f"/plugins/{'a' * 64}/set", ["data=/var/lib/docker"], docker=docker)) == \
+        ["host-path-protected", "host-path-roots"]
+
+
+def test_exec_start_is_judged_on_the_exec_and_its_container():
+    container = {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64,
+                 "HostConfig": {"Binds": ["/opt/x:/x"]}}
+    execs = {"1" * 64: {"ContainerID": ID, "ProcessConfig": {"privileged": True}},
+             "2" * 64: {"ContainerID": ID, "ProcessConfig": {"privileged": False}}}
+    docker = PluginDocker(execs=execs, containers={"web": container})
+    assert rules_of(decide(f"/exec/{'1' * 64}/start", {"Detach": True}, docker=docker)) == \
+        ["host-path-roots", "privileged"]
+    assert rules_of(decide(f"/exec/{'2' * 64}/start", {"Detach": True}, docker=docker)) == \
+        ["host-path-roots"]
+    for uri, body, method in ((f"/containers/{ID}/exec", {"Cmd": ["true"]}, "POST"),
+                              (f"/containers/{ID}/attach?stream=1", None, "POST"),
+                              (f"/containers/{ID}/archive?path=/x", None, "GET"),
+                              (f"/containers/{ID}/archive?path=/x", None, "PUT"),
+                              (f"/v1.23/containers/{ID}/copy", {"Resource": "/x"}, "POST")):
+        assert rules_of(decide(uri, body, docker=docker, method=method)) == ["host-path-roots"], uri
+    assert rules_of(decide("/containers/web/exec", {"Cmd": ["true"]}, docker=docker)) == \
+        ["host-path-roots", "target-by-id"]
+
+
+def test_plugin_set_without_dockerd_state_is_refused():
+    policy = Policy.load(SHIPPED)
+    data = json.dumps(["DEBUG=1"]).encode()
+    call = AuthzRequest(phase="request", method="POST", uri=f"/plugins/{PID}/set", body=data,
+                        headers=Headers({"Content-Type": "application/json",
+                                         "Content-Length": str(len(data))}))
+    decision = decide_request(call, policy, None, None)
+    assert rules_of(decision) == ["request-state"]
+
+
+# --------------------------------------------------------------------------- class 8
+
+@pytest.mark.parametrize("text, problem", [
+    ("""
+     rules:
+       - id: caps
+         effect: deny
+         effect: audit
+         match: {fact: capability}
+         message: m
+         fix: f
+     """, "duplicate key 'effect'"),
+    ("""
+     rules:
+       - id: caps
+         match: {fact: capability, values: [A], values: [B]}
+         message: m
+         fix: f
+     """, "duplicate key 'values'"),
+    ("""
+     rules:
+       - id: caps
+         match: {fact: capabilty}
+         message: m
+         fix: f
+     """, "fact 'capabilty' matches nothing"),
+    ("""
+     rules:
+       - id: caps
+         match: {fact: "namespace.*", endpoints: [container.craete]}
+         message: m
+         fix: f
+     """, "endpoint 'container.craete' matches nothing"),
+    ("""
+     rules:
+       - id: eps
+         match: {fact: endpoint, values: [swarm.innit]}
+         message: m
+         fix: f
+     """, "endpoint 'swarm.innit' matches nothing"),
+    ("""
+     rules:
+       - id: roots
+         match: {fact: host-path, outside: [/srv/]}
+         message: m
+         fix: f
+     """, "not absolute and canonical"),
+    ("""
+     rules:
+       - id: roots
+         match: {fact: host-path, outside: [/srv], except: [/etc]}
+         message: m
+         fix: f
+     """, "takes no 'except'"),
+    ("""
+     rules:
+       - id: caps
+         match: {fact: capability}
+         message: m
+         fix: f
+     exceptions:
+       - {id: e, rules: [host-path-protected], subjects: ["*"], reason: r}
+     """, "floor rules"),
+    ("""
+     rules:
+       - id: host-path-protected
+         match: {fact: host-path}
+         message: m
+         fix: f
+     """, "built-in floor rule"),
+    ("""
+     rules:
+       - id: caps
+         match: {fact: capability}
+         message: m
+         fix: f
+     exceptions:
+       - {id: e, rules: [caps], subjects: ["*"], endpoints: [exec.craete], reason: r}
+     """, "endpoint 'exec.craete' matches nothing"),
+])
+def test_policies_that_would_silently_mean_something_else(tmp_path, text, problem):
+    with pytest.raises(PolicyError) as info:
+        policy_with(tmp_path, "version: 1\n" + text.replace("\n     ", "\n"))
+    assert problem in str(info.value) and "rules.yaml:" in str(info.value)
+
+
+def test_outside_is_an_allow_list_of_roots(tmp_path):
+    policy = policy_with(tmp_path, """
+        version: 1
+        rules:
+          - id: roots
+            match: {fact: host-path, outside: [/srv, /home/shared]}
+            message: m
+            fix: f
+    """)
+
+    def denied(path):
+        return bool(policy.evaluate("anonymous", "container.create", "",
+                                    [Fact("host-path", path, "x")]).violations)
+
+    assert not denied("/srv") and not denied("/srv/a/b") and not denied("/home/shared/x")
+    assert denied("/srvx") and denied("/home") and denied("/home/sharedx") and denied("/")
