@@ -229,9 +229,11 @@ class LiveState:
         this container's (checked with the policy in force now)."""
         found = self._container(name)
         if found is None:
-            return []
+            return [_missing(name)]
         facts = checks.run_checks((checks.check_binds, checks.check_mounts), found[1], where)
-        return [Fact(f.kind, f.value, f.where, f"from {name!r}") for f in facts]
+        # dockerd looks NAME up again when it creates the container: a full id only.
+        return [_target_fact(name, found[0])] + [
+            Fact(f.kind, f.value, f.where, f"from {name!r}") for f in facts]
 
     def network_facts(self, target: str, where: str) -> list[Fact]:
         try:

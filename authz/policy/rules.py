@@ -70,11 +70,19 @@ class RuleSet:
     path: Path
 
 
-class DuplicateKey(yaml.YAMLError):
+class AmbiguousKey(yaml.YAMLError):
     def __init__(self, key: Any, line: int, first: int):
-        super().__init__(f"line {line}: duplicate key {key!r} (first at line {first}); "
+        super().__init__(f"duplicate key {key!r} (first at line {first}); "
                          "YAML would keep the last one silently")
         self.line = line
+
+    @classmethod
+    def merge(cls, line: int) -> "AmbiguousKey":
+        exc = cls.__new__(cls)
+        yaml.YAMLError.__init__(exc, "a merge key (<<): its values can be overridden silently; "
+                                     "write the entries out")
+        exc.line = line
+        return exc
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -85,6 +93,8 @@ class _LineLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise AmbiguousKey.merge(key_node.start_mark.line + 1)
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             try:
@@ -92,7 +102,7 @@ class _LineLoader(yaml.SafeLoader):
             except TypeError:
                 first = None
             if first is not None:
-                raise DuplicateKey(key, line, first)
+                raise AmbiguousKey(key, line, first)
             try:
                 seen[key] = line
             except TypeError:
@@ -261,7 +271,7 @@ def load_rules(path: Path, today: dt.date | None = None) -> RuleSet:
         doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
-    except DuplicateKey as exc:
+    except AmbiguousKey as exc:
         raise PolicyError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from None

@@ -113,7 +113,8 @@ def test_volumes_from_takes_over_the_source_containers_binds():
               "HostConfig": {"Binds": ["/var/run/docker.sock:/s"], "Privileged": True}}
     live = LiveState(FakeDocker(containers={"admin": stored}))
     facts = live.volumes_from_facts("admin", "HostConfig.VolumesFrom[0]")
-    assert [(f.kind, f.value) for f in facts][:1] == [("host-path", "/var/run/docker.sock")]
+    assert [(f.kind, f.value) for f in facts][:2] == [("target", "prefix"),
+                                                      ("host-path", "/var/run/docker.sock")]
     assert not any(f.kind == "privileged" for f in facts)  # only mounts are taken over
 
 
