@@ -13,6 +13,7 @@ from authz.decoding import Decoded, RequestRefused, Target, decode
 from authz.decoding.endpoints import READ_METHODS, match_route, normalize_image
 from authz.decoding.uri import parse_target
 from authz.decoding.facts import Fact
+from authz.decoding.checks import auto_restart_facts
 from authz.decoding.live import LiveState
 from authz.policy.engine import Exemption, Policy, Violation
 from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, floor_violations, protected as floor_paths_of
@@ -170,6 +171,7 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
         raise RequestRefused("request-state", "plugin settings are resolved against the "
                              "plugin's config in dockerd, and the plugin reads no dockerd state "
                              "(--docker-host '')", "Run pyauthz with --docker-host.")
+    facts += auto_restart_facts(facts)
     floor = floor_violations(decoded.endpoint, facts, protected)
     decision.violations += floor
     evaluation = policy.evaluate(subject, decoded.endpoint, image, facts)

@@ -108,10 +108,13 @@ DATA_OPTIONS: dict[str, frozenset[str]] = {
                           "volatile", "nfs_export", "uuid", "verity"}),
 }
 OVERLAY_DIR_OPTIONS = frozenset({"lowerdir", "upperdir", "workdir", "lowerdir+", "datadir+"})
-# Filesystem types that mount nothing of this host: memory and network filesystems, and
-# overlay (whose host directories are judged one by one). Any other type (proc, sysfs,
-# cgroup, ext4 on a host disk...) is reported as a ``volume-type`` fact.
+# Filesystem types whose ``device`` is nothing of this host: memory and network
+# filesystems, and overlay (whose host directories are judged one by one). Any other type
+# (proc, sysfs, cgroup, ext4 on a host disk...), and the network ones, are reported as a
+# ``volume-type`` fact.
 NETWORK_OR_MEMORY_FS = frozenset({"tmpfs", "nfs", "nfs4", "cifs", "smb3"})
+# ... of which these are reported as ``volume-type`` all the same (a policy may allow them).
+NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3"})
 
 
 def _unknown_option(where: str, what: str) -> RequestRefused:
@@ -182,6 +185,11 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
         allowed: frozenset[str] = frozenset()  # mount(2) ignores data for a bind
     elif fstype in NETWORK_OR_MEMORY_FS or fstype == "overlay":
         allowed = DATA_OPTIONS[fstype]  # nothing of this host in ``device``
+        if fstype in NETWORK_FS:
+            # A network filesystem can point back at this host (addr=127.0.0.1, or one of
+            # its own addresses) and reach its exports past the roots and the floor.
+            facts.append(Fact("volume-type", fstype, f"{at}type",
+                              f"mounts {device[:200] or 'nothing'} over the network"))
     else:
         facts.append(Fact("volume-type", fstype or "(none)", f"{at}type",
                           f"mounts {device[:200] or 'nothing'} as {fstype or 'an unnamed type'}"))
@@ -405,6 +413,27 @@ def check_sysctls(hc: GoObject, where: str) -> Iterator[Fact]:
         yield Fact("sysctl", name.replace("/", "."), f"{_p(where)}Sysctls[{name!r}]")
 
 
+def check_restart_policy(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--restart``: dockerd restarts the container itself (and at its own start), without
+    asking any plugin, and mounts its host paths again by name (see ``auto_restart_facts``)."""
+    policy = get_obj(hc, "RestartPolicy", where)
+    name = get_str(policy, "Name", f"{_p(where)}RestartPolicy")
+    if name not in ("", "no"):
+        yield Fact("restart-policy", name, f"{_p(where)}RestartPolicy.Name")
+
+
+def auto_restart_facts(facts: list[Fact]) -> list[Fact]:
+    """A container that dockerd restarts by itself and that mounts host paths: a path
+    swapped for a symlink between two starts would be mounted with no plugin asked. Derived
+    once every fact of the request (and of dockerd's state) is known."""
+    policies = [f for f in facts if f.kind == "restart-policy"]
+    paths = [f for f in facts if f.kind == "host-path"]
+    if not policies or not paths:
+        return []
+    return [Fact("auto-restart", p.value, p.where, f"with host path {paths[0].value}")
+            for p in policies]
+
+
 def named_volumes(hc: GoObject | None, where: str) -> list[tuple[str, str]]:
     """Named volumes a container mounts (``-v NAME:/dst``, ``--mount type=volume,src=NAME``):
     their options were set when they were created, so they are looked up (live.py)."""
@@ -433,11 +462,12 @@ HOST_CONFIG_CHECKS: tuple[Check, ...] = (
     check_security_opt,
     check_system_paths,
     check_sysctls,
+    check_restart_policy,
 )
 
-# Container update carries only Resources (+ RestartPolicy): the device part is all that
-# can widen access.
-RESOURCES_CHECKS: tuple[Check, ...] = (check_devices,)
+# Container update carries Resources and RestartPolicy: devices can widen access, and a
+# restart policy makes dockerd mount the container's host paths again unasked.
+RESOURCES_CHECKS: tuple[Check, ...] = (check_devices, check_restart_policy)
 
 
 def run_checks(checks: Iterable[Check], obj: GoObject | None, where: str) -> list[Fact]:

@@ -167,6 +167,9 @@ def _checkpoint_facts(directory: str, checkpoint: str, where: str) -> list[Fact]
 
 def _container_start(target: Target, body: Body, out: Decoded) -> None:
     out.starts.append(out.params.get("name", ""))
+    if target.query.get("checkpoint"):
+        out.facts.append(Fact("checkpoint", "restore", "query checkpoint",
+                              "CRIU restores the process state it finds there, as root"))
     out.facts += _checkpoint_facts(target.query.get("checkpoint-dir"),
                                    target.query.get("checkpoint"), "query checkpoint-dir")
     if not target.version_below("1.24"):
@@ -177,8 +180,25 @@ def _container_start(target: Target, body: Body, out: Decoded) -> None:
     out.facts += _host_config_facts(doc, out)
 
 
+def _checkpoint_list(target: Target, body: Body, out: Decoded) -> None:
+    """dockerd creates and lists ``dir`` on the host, as root."""
+    out.facts.append(Fact("checkpoint", "list", "path"))
+    out.facts += _checkpoint_facts(target.query.get("dir"), "", "query dir")
+
+
+def _checkpoint_remove(target: Target, body: Body, out: Decoded) -> None:
+    """dockerd removes ``dir/CHECKPOINT`` on the host, recursively, as root."""
+    body.expect_none(out.endpoint)
+    out.facts.append(Fact("checkpoint", "remove", "path"))
+    out.facts += _checkpoint_facts(target.query.get("dir"), out.params.get("checkpoint", ""),
+                                   "query dir")
+    if not target.query.get("dir"):
+        _checkpoint_facts("", out.params.get("checkpoint", ""), "path")
+
+
 def _checkpoint_create(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint)
+    out.facts.append(Fact("checkpoint", "create", "path"))
     out.acts_on.append(out.params.get("name", ""))
     out.facts += _checkpoint_facts(get_str(doc, "CheckpointDir"), get_str(doc, "CheckpointID"),
                                    "CheckpointDir")
@@ -191,7 +211,11 @@ def _container_restart(target: Target, body: Body, out: Decoded) -> None:
 
 def _container_update(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint)
-    out.facts += checks.run_checks(checks.RESOURCES_CHECKS, doc, "")
+    facts = checks.run_checks(checks.RESOURCES_CHECKS, doc, "")
+    out.facts += facts
+    if any(f.kind == "restart-policy" for f in facts):
+        # A restart policy on a container that mounts host paths: read what it mounts.
+        out.acts_on.append(out.params.get("name", ""))
 
 
 def _exec_create(target: Target, body: Body, out: Decoded) -> None:
@@ -399,6 +423,11 @@ def _service(target: Target, body: Body, out: Decoded) -> None:
                 out.network_targets.append((target, f"{nw}.Target"))
 
 
+def _auth(target: Target, body: Body, out: Decoded) -> None:
+    """``docker login``: dockerd never forwards a body to a URI ending in ``/auth``, and
+    this handler decodes JSON credentials only (no form values): nothing to judge."""
+
+
 def _body_json_optional(target: Target, body: Body, out: Decoded) -> None:
     """Endpoints whose JSON body the policy does not read, but which must parse."""
     body.json(out.endpoint, required=False)
@@ -411,9 +440,9 @@ R, W = False, True
 _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     # checkpoints (experimental); registered before the container routes, as in dockerd,
     # or DELETE /containers/{name:.*} would take them.
-    ("GET", "/containers/{name:.*}/checkpoints", "checkpoint.list", R, None),
+    ("GET", "/containers/{name:.*}/checkpoints", "checkpoint.list", R, _checkpoint_list),
     ("POST", "/containers/{name:.*}/checkpoints", "checkpoint.create", W, _checkpoint_create),
-    ("DELETE", "/containers/{name}/checkpoints/{checkpoint}", "checkpoint.remove", W, None),
+    ("DELETE", "/containers/{name}/checkpoints/{checkpoint}", "checkpoint.remove", W, _checkpoint_remove),
     # system
     ("GET", "/_ping", "system.ping", R, None),
     ("HEAD", "/_ping", "system.ping", R, None),
@@ -421,7 +450,7 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("GET", "/info", "system.info", R, None),
     ("GET", "/version", "system.version", R, None),
     ("GET", "/system/df", "system.df", R, None),
-    ("POST", "/auth", "system.auth", W, _body_json_optional),
+    ("POST", "/auth", "system.auth", W, _auth),
     # containers
     ("HEAD", "/containers/{name:.*}/archive", "container.archive.stat", R, _acts_inside),
     ("GET", "/containers/json", "container.list", R, None),

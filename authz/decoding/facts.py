@@ -49,6 +49,9 @@ FACT_KINDS: dict[str, str] = {
     "plugin.interface": "an interface the target plugin implements: docker.authz/1.0...",
     "target": "id, name, prefix, missing: how a request names the container or plugin it acts on",
     "image.write": "the reference an image is written under",
+    "restart-policy": "always, unless-stopped, on-failure: dockerd restarts the container itself",
+    "auto-restart": "the restart policy of a container that also mounts host paths",
+    "checkpoint": "create, restore, remove, list: CRIU checkpoints (experimental dockerd)",
     "image": "the normalized reference a request runs or pulls",
 }
 

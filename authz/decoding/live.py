@@ -314,17 +314,22 @@ def plugin_setting_facts(config: dict, setting: str, where: str) -> list[Fact]:
     return facts
 
 
-def _flag(args: list[str], *names: str) -> str | None:
-    """The value of a command-line flag (``--name V`` or ``--name=V``; the last wins, as in
-    Go's flag parsing)."""
-    found = None
+def _flags(args: list[str], *names: str) -> list[str]:
+    """Every value of a command-line flag (``--name V`` or ``--name=V``)."""
+    found = []
     for i, arg in enumerate(args):
         for name in names:
             if arg == name and i + 1 < len(args):
-                found = args[i + 1]
+                found.append(args[i + 1])
             elif arg.startswith(name + "="):
-                found = arg[len(name) + 1:]
+                found.append(arg[len(name) + 1:])
     return found
+
+
+def _flag(args: list[str], *names: str) -> str | None:
+    """The value of a command-line flag (the last wins, as in Go's flag parsing)."""
+    found = _flags(args, *names)
+    return found[-1] if found else None
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -362,7 +367,9 @@ def dockerd_arguments(docker) -> list[str]:
     named = [a for a in candidates if socket_path and any(socket_path in arg for arg in a)]
     if len(named) == 1:
         return named[0]
-    return candidates[0] if len(candidates) == 1 else []
+    # Several dockerd processes and none names the socket (socket activation, rootless
+    # beside rootful): their flags all count, so that every one's roots are protected.
+    return [arg for args in candidates for arg in args]
 
 
 def urlsplit_path(docker_host: str) -> str:
@@ -383,12 +390,13 @@ def daemon_roots(info: dict, args: list[str]) -> list[tuple[str, str]]:
     """dockerd's data root (as ``GET /info`` reports it), its exec root and containerd's
     directories (from its command line and daemon.json), each also symlink-resolved."""
     config = _daemon_json(args)
-    data_root = info.get("DockerRootDir")
-    exec_root = (_flag(args, "--exec-root") or config.get("exec-root") or DEFAULT_EXEC_ROOT)
-    containerd = _flag(args, "--containerd") or config.get("containerd")
-    found = [(data_root, "dockerd's data root"), (exec_root, "dockerd's exec root")]
-    if isinstance(containerd, str) and containerd.startswith("/"):
-        found.append((os.path.dirname(containerd), "containerd's socket directory"))
+    found = [(info.get("DockerRootDir"), "dockerd's data root")]
+    exec_roots = _flags(args, "--exec-root") or [config.get("exec-root") or DEFAULT_EXEC_ROOT]
+    found += [(root, "dockerd's exec root") for root in exec_roots]
+    found += [(root, "dockerd's data root") for root in _flags(args, "--data-root", "-g", "--graph")]
+    for socket_path in _flags(args, "--containerd") + [config.get("containerd")]:
+        if isinstance(socket_path, str) and socket_path.startswith("/"):
+            found.append((os.path.dirname(socket_path), "containerd's socket directory"))
     out: list[tuple[str, str]] = []
     for path, what in found:
         if isinstance(path, str) and path.startswith("/"):

@@ -45,6 +45,13 @@ GUARDED_PLUGIN_ENDPOINTS = frozenset({"plugin.disable", "plugin.remove", "plugin
                                       "plugin.set"})
 
 
+def is_authz_interface(kind: str) -> bool:
+    """As moby reads ``PluginInterfaceType`` (``prefix.capability/version``) and picks authz
+    plugins (``FilterByCap``): prefix ``docker``, capability ``authz``, any version."""
+    prefix, _, rest = kind.split("/", 1)[0].partition(".")
+    return prefix == "docker" and rest == "authz"
+
+
 @dataclass(frozen=True)
 class ProtectedPath:
     path: str
@@ -77,7 +84,7 @@ def floor_violations(endpoint: str, facts: Iterable[Fact],
                     "or use a named volume.",
                     "CIS Docker Benchmark 5.5, 5.31; Pod Security Standards (baseline) "
                     "HostPath Volumes"))
-        elif (fact.kind == "plugin.interface" and fact.value == AUTHZ_INTERFACE
+        elif (fact.kind == "plugin.interface" and is_authz_interface(fact.value)
               and endpoint in GUARDED_PLUGIN_ENDPOINTS):
             out.append(Violation(
                 AUTHZ_PLUGIN_RULE, fact.describe(),

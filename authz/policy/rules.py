@@ -127,9 +127,11 @@ def _strings(path: Path, item: dict, key: str, *, default: Any = None,
         return ()
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, (str, int, bool)) for v in value):
-        raise _fail(path, line, f"'{key}' must be a string or a list of strings")
-    out = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in value)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        # YAML 1.1 reads on/off/yes/no as booleans and 0777 as 511: quote such values.
+        raise _fail(path, line, f"'{key}' must be a string or a list of strings (quote "
+                                "values such as \"true\", \"on\", \"no\" or numbers)")
+    out = tuple(value)
     if required and not out:
         raise _fail(path, line, f"'{key}' must not be empty")
     return out

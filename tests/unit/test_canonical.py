@@ -96,7 +96,7 @@ def test_unknown_local_volume_options_are_refused(options):
 ])
 def test_known_local_volume_options_are_read(options):
     facts = local_volume_facts("local", options, "DriverOpts")
-    assert all(f.kind in ("host-path",) for f in facts)
+    assert all(f.kind in ("host-path", "volume-type") for f in facts)
 
 
 def test_volume_create_and_inline_mounts_and_services_share_the_rules():

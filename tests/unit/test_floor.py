@@ -288,3 +288,96 @@ def test_outside_is_an_allow_list_of_roots(tmp_path):
 
     assert not denied("/srv") and not denied("/srv/a/b") and not denied("/home/shared/x")
     assert denied("/srvx") and denied("/home") and denied("/home/sharedx") and denied("/")
+
+
+# --------------------------------------------------------------------------- red-team follow-ups
+
+def test_restart_policy_with_host_paths_is_denied():
+    body = {"Image": "i", "HostConfig": {"Binds": ["/srv/d:/x"],
+                                         "RestartPolicy": {"Name": "always"}}}
+    docker = PluginDocker()
+    assert rules_of(decide("/containers/create", body, docker=docker)) == ["auto-restart-host-paths"]
+    body["HostConfig"]["RestartPolicy"]["Name"] = "no"
+    assert decide("/containers/create", body, docker=docker).allow
+    assert decide("/containers/create", {"Image": "i", "HostConfig": {
+        "RestartPolicy": {"Name": "unless-stopped"}}}, docker=docker).allow
+    # docker update --restart on a container that binds a host path: read through dockerd.
+    container = {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64,
+                 "HostConfig": {"Binds": ["/srv/d:/x"]}}
+    docker = PluginDocker(containers={"web": container})
+    update = {"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3}}
+    assert rules_of(decide(f"/containers/{ID}/update", update, docker=docker)) == \
+        ["auto-restart-host-paths"]
+    assert decide(f"/containers/{ID}/update", {"Memory": 1 << 30}, docker=docker).allow
+
+
+@pytest.mark.parametrize("uri, method", [
+    (f"/containers/{ID}/checkpoints?dir=/etc", "GET"),
+    (f"/containers/{ID}/checkpoints/docker?dir=/etc", "DELETE"),
+    (f"/containers/{ID}/start?checkpoint=c&checkpoint-dir=/srv/cp", "POST"),
+])
+def test_checkpoints_are_denied_and_their_dirs_judged(uri, method):
+    decision = decide(uri, docker=PluginDocker(containers={"c": {"Id": ID, "Name": "/c",
+                                                                  "Image": "sha256:" + "a" * 64}}),
+                      method=method)
+    assert "checkpoints" in rules_of(decision)
+    if "/etc" in uri:
+        assert "host-path-protected" in rules_of(decision)
+
+
+@pytest.mark.parametrize("checkpoint", ["..", "%2E%2E", "."])
+def test_checkpoint_remove_id_must_be_a_plain_name(checkpoint):
+    decision = decide(f"/containers/{ID}/checkpoints/{checkpoint}?dir=/srv/cp",
+                      docker=PluginDocker(), method="DELETE")
+    assert not decision.allow
+    assert rules_of(decision)[0] in ("request-uri", "request-noncanonical")
+
+
+def test_login_is_not_refused_for_its_unseen_body():
+    policy = Policy.load(SHIPPED)
+    call = AuthzRequest(phase="request", method="POST", uri="/v1.41/auth",
+                        headers=Headers({"Content-Type": "application/json", "Content-Length": "80"}))
+    assert decide_request(call, policy, None, None).allow
+
+
+@pytest.mark.parametrize("kind, protected_", [
+    ("docker.authz/1.0", True), ("docker.authz/1.1", True), ("docker.authz/2.0", True),
+    ("docker.authzx/1.0", False), ("docker.volumedriver/1.0", False), ("other.authz/1.0", False),
+])
+def test_every_version_of_the_authz_interface_is_protected(kind, protected_):
+    from authz.policy.floor import is_authz_interface
+
+    assert is_authz_interface(kind) is protected_
+
+
+@pytest.mark.parametrize("value", ["on", "no", "yes", "off", "true", "0777", "12"])
+def test_unquoted_yaml_scalars_that_are_not_strings_are_refused(tmp_path, value):
+    with pytest.raises(PolicyError) as info:
+        policy_with(tmp_path, f"""
+            version: 1
+            rules:
+              - id: caps
+                match: {{fact: capability, except: [{value}]}}
+                message: m
+                fix: f
+        """)
+    assert "quote" in str(info.value)
+
+
+def test_several_dockerds_protect_all_their_roots(monkeypatch):
+    from authz.decoding import live
+
+    procs = {1: ["/lib/systemd/systemd"], 10: ["/usr/bin/dockerd", "--exec-root", "/a"],
+             11: ["/usr/bin/dockerd", "--exec-root=/b", "-H", "unix:///run/user/1/docker.sock"]}
+    monkeypatch.setattr(live, "_cmdline", lambda pid: procs.get(pid, []))
+    monkeypatch.setattr(live.os, "listdir", lambda path: [str(p) for p in procs])
+
+    class Docker:
+        docker_host = "unix:///var/run/docker.sock"
+
+        def server_pid(self):
+            return 1   # socket activation: systemd holds the listener
+
+    args = live.dockerd_arguments(Docker())
+    roots = {p for p, _ in live.daemon_roots({"DockerRootDir": "/var/lib/docker"}, args)}
+    assert {"/a", "/b", "/var/lib/docker"} <= roots
