@@ -341,7 +341,9 @@ def tmp_root_env(start_docker_env, tmp_path_factory):
     shutil.copytree(SHIPPED_POLICIES, policy)
     add_trust_exceptions(policy, ["docker.io/local/busybox"])
     rules = policy / "rules.yaml"
-    rules.write_text(rules.read_text().replace("outside: [/srv, /home]", "outside: [/srv, /home, /tmp]"))
+    text = rules.read_text()
+    assert "outside: [/srv]" in text
+    rules.write_text(text.replace("outside: [/srv]", "outside: [/srv, /tmp]"))
     return start_docker_env(policy_dir=policy)
 
 
@@ -401,3 +403,25 @@ def test_policy_that_would_silently_mean_something_else_does_not_load(tmp_path, 
     assert r.returncode != 0
     assert problem in r.stderr and "rules.yaml:" in r.stderr, r.stderr
     assert yaml  # the file is YAML that PyYAML alone would have loaded silently
+
+
+# --------------------------------------------------------------------------- restarts by dockerd
+
+def test_restart_policy_on_a_container_with_host_paths_is_denied(docker_env, bind_dir):
+    """dockerd restarts such a container itself, unasked, and mounts its bind source again
+    by name: a source swapped for a symlink by then would be mounted unchecked."""
+    env = docker_env
+    before = env.container_ids()
+    r = env.docker("create", "--restart", "always", "-v", f"{bind_dir}:/x", BB, *TRUE, check=False)
+    assert_cli_denied(env, r, "auto-restart-host-paths")
+    assert env.container_ids() == before
+    cid = env.docker("create", "-v", f"{bind_dir}:/x", BB, *TRUE).stdout.strip()
+    plain = env.docker("create", "--restart", "unless-stopped", BB, *TRUE).stdout.strip()
+    try:
+        r = env.docker("update", "--restart", "always", cid, check=False)
+        assert_cli_denied(env, r, "auto-restart-host-paths")
+        policy = json.loads(env.docker("inspect", cid).stdout)[0]["HostConfig"]["RestartPolicy"]
+        assert policy["Name"] in ("", "no")
+        env.docker("update", "--restart", "on-failure", plain)
+    finally:
+        env.docker("rm", "-f", cid, plain, check=False)
