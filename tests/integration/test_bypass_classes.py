@@ -36,6 +36,22 @@ def volumes(env) -> set[str]:
     return set(env.docker("volume", "ls", "-q").stdout.split())
 
 
+def edited_policy(directory, old: str, new: str, trust: bool = True):
+    """A copy of the shipped policy in ``directory`` with ``old`` replaced by ``new`` in
+    rules.yaml (and the test image's trust exception); returns (dir, rules path, original)."""
+    from tests.support.dockerd import SHIPPED_POLICIES, add_trust_exceptions
+
+    policy = directory / "policies"
+    shutil.copytree(SHIPPED_POLICIES, policy)
+    if trust:
+        add_trust_exceptions(policy, ["docker.io/local/busybox"])
+    rules = policy / "rules.yaml"
+    original = rules.read_text()
+    assert old in original
+    rules.write_text(original.replace(old, new, 1))
+    return policy, rules, original
+
+
 # --------------------------------------------------------------------------- class 1
 
 @pytest.fixture
@@ -148,21 +164,14 @@ def make_plugin_dir(root, interface: str, mounts=(), env_settings=()) -> str:
 @pytest.fixture(scope="module")
 def plugin_env(start_docker_env, tmp_path_factory):
     """A pair whose policy lets anyone create plugins from a directory (nothing else)."""
-    from tests.support.dockerd import SHIPPED_POLICIES, add_trust_exceptions
-
-    policy = tmp_path_factory.mktemp("plugin-policy") / "policies"
-    shutil.copytree(SHIPPED_POLICIES, policy)
-    add_trust_exceptions(policy, ["docker.io/local/busybox"])
-    rules = policy / "rules.yaml"
-    text = rules.read_text()
-    rules.write_text(text.replace("\nexceptions:\n", """
+    policy, _, _ = edited_policy(tmp_path_factory.mktemp("plugin-policy"), "\nexceptions:\n", """
 exceptions:
   - id: tests-may-create-plugins
     rules: [plugin-privileges]
     subjects: ["*"]
     endpoints: [plugin.create]
     reason: the test creates plugins from a directory
-""", 1))
+""")
     return start_docker_env(policy_dir=policy)
 
 
@@ -217,14 +226,8 @@ def test_authorization_plugins_cannot_be_changed_through_the_api(plugin_env, tmp
 # --------------------------------------------------------------------------- class 3
 
 def _loose(start_docker_env, tmp_path, rules_text_extra: str):
-    from tests.support.dockerd import SHIPPED_POLICIES, add_trust_exceptions
-
-    policy = tmp_path / "policies"
-    shutil.copytree(SHIPPED_POLICIES, policy)
-    add_trust_exceptions(policy, ["docker.io/local/busybox"])
-    rules = policy / "rules.yaml"
-    strict = rules.read_text()
-    rules.write_text(strict.replace("\nexceptions:\n", "\nexceptions:\n" + rules_text_extra, 1))
+    policy, rules, strict = edited_policy(tmp_path, "\nexceptions:\n",
+                                          "\nexceptions:\n" + rules_text_extra)
     return start_docker_env(policy_dir=policy), rules, strict
 
 
@@ -303,13 +306,7 @@ def test_build_is_denied_by_default_and_allowed_for_builders(docker_env, start_d
     assert_cli_denied(docker_env, r, "builds")
     assert "builders" in r.stderr
     # The same build by a member of the role builders (every unix-socket caller is anonymous).
-    from tests.support.dockerd import SHIPPED_POLICIES, add_trust_exceptions
-
-    policy = tmp_path / "policies"
-    shutil.copytree(SHIPPED_POLICIES, policy)
-    add_trust_exceptions(policy, ["docker.io/local/busybox"])
-    rules = policy / "rules.yaml"
-    rules.write_text(rules.read_text().replace("  builders: []", "  builders: [anonymous]", 1))
+    policy, _, _ = edited_policy(tmp_path, "  builders: []", "  builders: [anonymous]")
     env = start_docker_env(policy_dir=policy, import_busybox=False)
     r = env.docker(*environ_args, check=False)
     assert r.returncode == 0, r.stderr
@@ -335,15 +332,8 @@ def test_paths_outside_the_roots_say_how_to_allow_a_root(docker_env):
 def tmp_root_env(start_docker_env, tmp_path_factory):
     """A pair whose policy allows binds from anywhere under /tmp, where its own dockerd keeps
     its data root, exec root and socket (so only the floor stands in the way)."""
-    from tests.support.dockerd import SHIPPED_POLICIES, add_trust_exceptions
-
-    policy = tmp_path_factory.mktemp("tmproot") / "policies"
-    shutil.copytree(SHIPPED_POLICIES, policy)
-    add_trust_exceptions(policy, ["docker.io/local/busybox"])
-    rules = policy / "rules.yaml"
-    text = rules.read_text()
-    assert "outside: [/srv]" in text
-    rules.write_text(text.replace("outside: [/srv]", "outside: [/srv, /tmp]"))
+    policy, _, _ = edited_policy(tmp_path_factory.mktemp("tmproot"), "outside: [/srv]",
+                                 "outside: [/srv, /tmp]")
     return start_docker_env(policy_dir=policy)
 
 
@@ -363,19 +353,14 @@ def test_floor_reads_dockerds_roots_from_dockerd(tmp_root_env, tmp_path):
     env.docker("run", "--rm", "-v", f"{ok}:/x", BB, *TRUE)
 
 
-def test_no_exception_opens_the_floor(start_docker_env, tmp_path):
-    from tests.support.dockerd import SHIPPED_POLICIES
-
-    policy = tmp_path / "policies"
-    shutil.copytree(SHIPPED_POLICIES, policy)
-    rules = policy / "rules.yaml"
-    rules.write_text(rules.read_text().replace("\nexceptions:\n", """
+def test_no_exception_opens_the_floor(tmp_path):
+    policy, _, _ = edited_policy(tmp_path, "\nexceptions:\n", """
 exceptions:
   - id: open-everything
     rules: [host-path-protected]
     subjects: ["*"]
     reason: must not load
-""", 1))
+""", trust=False)
     r = subprocess.run(["python3", "-m", "authz", "check-policy", str(policy)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "host-path-protected" in r.stderr
@@ -390,19 +375,12 @@ exceptions:
     (("      values: [swarm.init,", "      values: [swarm.innit,"), "matches nothing"),
 ])
 def test_policy_that_would_silently_mean_something_else_does_not_load(tmp_path, edit, problem):
-    from tests.support.dockerd import SHIPPED_POLICIES
-
-    policy = tmp_path / "policies"
-    shutil.copytree(SHIPPED_POLICIES, policy)
-    rules = policy / "rules.yaml"
-    text = rules.read_text()
-    assert edit[0] in text
-    rules.write_text(text.replace(edit[0], edit[1], 1))
+    policy, _, _ = edited_policy(tmp_path, edit[0], edit[1], trust=False)
     r = subprocess.run(["python3", "-m", "authz", "check-policy", str(policy)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert problem in r.stderr and "rules.yaml:" in r.stderr, r.stderr
-    assert yaml  # the file is YAML that PyYAML alone would have loaded silently
+    yaml.safe_load((policy / "rules.yaml").read_text())  # PyYAML alone loads it silently
 
 
 # --------------------------------------------------------------------------- restarts by dockerd
