@@ -13,6 +13,7 @@ from authz.decoding import Decoded, RequestRefused, Target, decode
 from authz.decoding.endpoints import READ_METHODS, match_route, normalize_image
 from authz.decoding.uri import parse_target
 from authz.decoding.facts import Fact
+from authz.decoding.canonical import path_budget
 from authz.decoding.checks import auto_restart_facts
 from authz.decoding.live import LiveState
 from authz.policy.engine import Exemption, Policy, Violation
@@ -92,22 +93,8 @@ def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | Non
     started = time.perf_counter()
     decision = Decision(id=new_decision_id(), phase=REQUEST_PHASE, allow=False)
     try:
-        target, decoded = decode(call)
-        decision.target = target
-        decision.endpoint = decoded.endpoint
-        if lookup_slots is not None and _needs_lookups(decoded, trust, live):
-            # dockerd sends the plugin's own reads back through this plugin: hold at most
-            # a quarter of the threads in decisions that wait on them.
-            if not lookup_slots.acquire(timeout=LOOKUP_SLOT_SECONDS):
-                raise RequestRefused("request-state", "the plugin is busy with other decisions "
-                                     "that wait on dockerd or a registry",
-                                     "Retry; if it persists, raise pyauthz serve --threads.")
-            try:
-                _evaluate(decision, decoded, subject_of(call), policy, trust, live, protected)
-            finally:
-                lookup_slots.release()
-        else:
-            _evaluate(decision, decoded, subject_of(call), policy, trust, live, protected)
+        with path_budget():
+            _decide(decision, call, policy, trust, live, lookup_slots, protected)
     except RequestRefused as exc:
         decision.violations = [refusal(exc)]
         if decision.target is None:
@@ -115,6 +102,28 @@ def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | Non
     decision.allow = not decision.violations
     decision.duration_ms = (time.perf_counter() - started) * 1000
     return decision
+
+
+def _decide(decision: Decision, call: AuthzRequest, policy: Policy, trust: TrustChecker | None,
+            live: LiveState | None, lookup_slots: threading.BoundedSemaphore | None,
+            protected: tuple[ProtectedPath, ...]) -> None:
+    """Decode, take a lookup slot when dockerd's state is needed, evaluate."""
+    target, decoded = decode(call)
+    decision.target = target
+    decision.endpoint = decoded.endpoint
+    if lookup_slots is None or not _needs_lookups(decoded, trust, live):
+        _evaluate(decision, decoded, subject_of(call), policy, trust, live, protected)
+        return
+    # dockerd sends the plugin's own reads back through this plugin: hold at most a quarter
+    # of the threads in decisions that wait on them.
+    if not lookup_slots.acquire(timeout=LOOKUP_SLOT_SECONDS):
+        raise RequestRefused("request-state", "the plugin is busy with other decisions "
+                             "that wait on dockerd or a registry",
+                             "Retry; if it persists, raise pyauthz serve --threads.")
+    try:
+        _evaluate(decision, decoded, subject_of(call), policy, trust, live, protected)
+    finally:
+        lookup_slots.release()
 
 
 def _route_of(call: AuthzRequest) -> tuple[Target | None, str]:

@@ -16,12 +16,29 @@ symlinks resolved, which is exactly what is judged. Anything else is refused
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
 
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
 
 # Linux's PATH_MAX: mount(2) and open(2) refuse longer paths.
 PATH_MAX = 4096
+# Path components one decision may resolve on the host (each is an lstat, and deep paths
+# cost more): a few milliseconds. Real requests resolve a few dozen.
+PATH_COMPONENTS_PER_DECISION = 16384
+_BUDGET: ContextVar[list[int] | None] = ContextVar("pyauthz_path_budget", default=None)
+
+
+@contextmanager
+def path_budget(components: int = PATH_COMPONENTS_PER_DECISION) -> Iterator[None]:
+    """Bound the host path resolution of one decision (dockerd waits without a timeout)."""
+    token = _BUDGET.set([components])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
 
 
 def _bad_char(text: str) -> str | None:
@@ -80,8 +97,16 @@ def require_name(raw: str, where: str, what: str) -> str:
 
 
 def resolved(path: str) -> str:
-    """A canonical path with its symlinks resolved on this host, as the kernel will walk it
-    (no '..' in the input, so nothing lexical is undone)."""
+    """A path with its symlinks resolved on this host, as the kernel will walk it (for a
+    canonical path nothing lexical is undone), within the decision's path budget."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget[0] -= path.count("/")
+        if budget[0] < 0:
+            raise RequestRefused(
+                "request-body-invalid",
+                f"the request names more host path components than one decision resolves "
+                f"({PATH_COMPONENTS_PER_DECISION})", "Send fewer or shorter host paths.")
     try:
         return os.path.realpath(path)
     except (OSError, ValueError):

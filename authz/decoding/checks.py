@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 from authz.decoding import canonical
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
-from authz.decoding.gojson import (GoObject, get_bool, get_list, get_map, get_obj, get_str,
+from authz.decoding.gojson import (MAX_ITEMS, GoObject, get_bool, get_list, get_map, get_obj, get_str,
                                    get_strings, loads)
 
 # ---------------------------------------------------------------------------------------
@@ -43,10 +43,7 @@ def host_paths(raw: str) -> list[str]:
     if cleaned.startswith("//"):
         cleaned = "/" + cleaned.lstrip("/")
     paths = [cleaned]
-    try:
-        resolved = os.path.realpath(cleaned)
-    except (OSError, ValueError):
-        resolved = cleaned
+    resolved = canonical.resolved(cleaned)
     if resolved != cleaned:
         paths.append(resolved)
     return paths
@@ -108,6 +105,8 @@ DATA_OPTIONS: dict[str, frozenset[str]] = {
                           "volatile", "nfs_export", "uuid", "verity"}),
 }
 OVERLAY_DIR_OPTIONS = frozenset({"lowerdir", "upperdir", "workdir", "lowerdir+", "datadir+"})
+OVERLAY_MAX_STACK = 500  # the kernel's OVL_MAX_STACK: more lower layers never mount
+MOUNT_DATA_MAX = 4096    # one page: what mount(2) copies of its data argument
 # Filesystem types whose ``device`` is nothing of this host: memory and network
 # filesystems, and overlay (whose host directories are judged one by one). Any other type
 # (proc, sysfs, cgroup, ext4 on a host disk...), and the network ones, are reported as a
@@ -172,6 +171,13 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
         return []  # a plain named volume: a directory under dockerd's data root
     if fstype:
         canonical.require_name(fstype, f"{at}type", "filesystem type")
+    if mount_opts.count(",") >= MAX_ITEMS:
+        raise _unknown_option(f"{at}o", f"more than {MAX_ITEMS} mount options")
+    if len(mount_opts.encode("utf-8", "surrogatepass")) >= MOUNT_DATA_MAX:
+        # mount(2) copies one page of options and drops the rest.
+        raise canonical.noncanonical(f"{at}o: {MOUNT_DATA_MAX} bytes or more of mount options "
+                                     "(mount(2) reads one page and drops the rest)",
+                                     "Send shorter mount options.")
     words = [w for w in mount_opts.split(",") if w]
     flags = [w for w in words if w in MOUNT_FLAGS]
     data = [w for w in words if w not in MOUNT_FLAGS]
@@ -203,6 +209,9 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
             raise _unknown_option(f"{at}o", f"a mount option {key[:60]!r} that is not canonical")
         if not is_bind and fstype == "overlay" and key in OVERLAY_DIR_OPTIONS and sep:
             parts = value.split(":") if key == "lowerdir" else [value]
+            if len(parts) > OVERLAY_MAX_STACK:
+                raise _unknown_option(f"{at}o", f"more than {OVERLAY_MAX_STACK} overlay layers "
+                                      "(the kernel's limit)")
             for part in parts:
                 if not part.startswith("/"):  # "::" (data-only layers), relative dirs
                     raise canonical.noncanonical(

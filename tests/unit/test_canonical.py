@@ -153,3 +153,21 @@ def test_checkpoint_dir_is_judged_raw():
     for query in ("checkpoint=a&checkpoint-dir=/srv/x/../../etc", "checkpoint=../../etc&checkpoint-dir=/srv"):
         with pytest.raises(RequestRefused):
             decode(call("POST", "/containers/" + "c" * 64 + "/start?" + query))
+
+
+@pytest.mark.parametrize("options", [
+    {"type": "overlay", "o": "lowerdir=" + ":".join(["/a"] * 600) + ",upperdir=/srv/u,workdir=/srv/w"},
+    {"type": "tmpfs", "device": "tmpfs", "o": ",".join(["ro"] * 1000)},
+])
+def test_option_counts_are_bounded_before_any_path_is_resolved(options):
+    with pytest.raises(RequestRefused) as info:
+        local_volume_facts("local", options, "DriverOpts")
+    assert info.value.rule == "request-volume-option"
+
+
+def test_mount_options_longer_than_a_page_are_refused():
+    """mount(2) copies one page of options and silently drops the rest."""
+    with pytest.raises(RequestRefused) as info:
+        local_volume_facts("local", {"type": "tmpfs", "device": "tmpfs",
+                                     "o": "size=1m," + "mode=0700," * 500}, "DriverOpts")
+    assert info.value.rule == "request-noncanonical"

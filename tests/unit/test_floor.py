@@ -381,3 +381,16 @@ def test_several_dockerds_protect_all_their_roots(monkeypatch):
     args = live.dockerd_arguments(Docker())
     roots = {p for p, _ in live.daemon_roots({"DockerRootDir": "/var/lib/docker"}, args)}
     assert {"/a", "/b", "/var/lib/docker"} <= roots
+
+
+def test_host_path_resolution_is_bounded_per_decision():
+    """256 binds of 2,000-component paths would cost seconds of lstat: refused early."""
+    import time
+
+    deep = "/srv/" + "/".join(["d"] * 2000)
+    body = {"Image": "i", "HostConfig": {"Binds": [f"{deep}{i}:/x{i}" for i in range(256)]}}
+    started = time.process_time()
+    decision = decide("/containers/create", body, docker=PluginDocker())
+    assert time.process_time() - started < 1.0
+    assert rules_of(decision) == ["request-body-invalid"]
+    assert "host path components" in decision.violations[0].found
