@@ -169,5 +169,5 @@ def test_mount_options_longer_than_a_page_are_refused():
     """mount(2) copies one page of options and silently drops the rest."""
     with pytest.raises(RequestRefused) as info:
         local_volume_facts("local", {"type": "tmpfs", "device": "tmpfs",
-                                     "o": "size=1m," + "mode=0700," * 500}, "DriverOpts")
+                                     "o": "mode=0700,size=" + "1" * 5000}, "DriverOpts")
     assert info.value.rule == "request-noncanonical"
