@@ -7,6 +7,7 @@ wrong is a deny with the reason; nothing is ever answered as an allow by default
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import traceback
 from dataclasses import dataclass
@@ -44,8 +45,11 @@ class AppConfig:
 
 def own_paths(config: AppConfig) -> tuple[ProtectedPath, ...]:
     """pyauthz's own files, which no bind may reach: a container that can write the
-    policy, the log or the socket directory (to put its own socket there) owns the plugin."""
-    paths = [str(config.policy_dir.resolve())]
+    policy, the log, the socket directory (to put its own socket there), or the code the
+    plugin runs owns the plugin."""
+    # The code it runs as root: this package and the Python environment it runs in.
+    paths = [str(config.policy_dir.resolve()), os.path.dirname(os.path.abspath(__file__)),
+             sys.prefix]
     if config.log_file is not None:
         paths.append(str(config.log_file.resolve().parent))
     if config.socket_path:

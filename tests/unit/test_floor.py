@@ -394,3 +394,18 @@ def test_host_path_resolution_is_bounded_per_decision():
     assert time.process_time() - started < 1.0
     assert rules_of(decision) == ["request-body-invalid"]
     assert "host path components" in decision.violations[0].found
+
+
+def test_own_files_are_in_the_floor(tmp_path):
+    import sys
+
+    import authz
+    from authz.app import AppConfig, own_paths
+
+    config = AppConfig(policy_dir=SHIPPED, log_file=tmp_path / "log" / "d.jsonl",
+                       socket_path="/run/docker/plugins/pyauthz.sock",
+                       docker_host="unix:///var/run/docker.sock")
+    paths = own_paths(config)
+    for path in (str(SHIPPED / "rules.yaml"), str(tmp_path / "log"), "/run/docker/plugins/x.sock",
+                 str(Path(authz.__file__).parent / "app.py"), sys.prefix):
+        assert floor_violations("container.create", [Fact("host-path", path, "x")], paths), path
