@@ -97,20 +97,47 @@ def require_name(raw: str, where: str, what: str) -> str:
 
 
 def resolved(path: str) -> str:
-    """A path with its symlinks resolved on this host, as the kernel will walk it (for a
-    canonical path nothing lexical is undone), within the decision's path budget."""
+    """An absolute path with its symlinks resolved on this host, by the kernel itself, one
+    component at a time (``openat(O_PATH)``: its own 40-symlink limit and semantics, a
+    system call per component whatever the symlinks hold); the part that does not exist yet
+    is kept as given. Charged to the decision's path budget."""
+    parts = [p for p in path.split("/") if p]
     budget = _BUDGET.get()
     if budget is not None:
-        budget[0] -= path.count("/")
+        budget[0] -= len(parts)
         if budget[0] < 0:
             raise RequestRefused(
                 "request-body-invalid",
                 f"the request names more host path components than one decision resolves "
                 f"({PATH_COMPONENTS_PER_DECISION})", "Send fewer or shorter host paths.")
+    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
     try:
-        return os.path.realpath(path)
-    except (OSError, ValueError):
-        return path
+        for i, part in enumerate(parts):
+            try:
+                step = os.open(part, os.O_PATH | os.O_CLOEXEC, dir_fd=fd)
+            except (FileNotFoundError, NotADirectoryError):
+                if os.path.islink(_fd_path(fd) + "/" + part):
+                    raise noncanonical(f"host path {path[:200]!r} holds a symlink that points "
+                                       "nowhere", "Point it at an existing directory, or "
+                                       "give the target itself.") from None
+                head = _fd_path(fd)
+                return (head.rstrip("/") + "/" + "/".join(parts[i:])) if head else path
+            except OSError as exc:  # ELOOP, EACCES...: the kernel would fail the mount too
+                raise noncanonical(f"host path {path[:200]!r} cannot be resolved: "
+                                   f"{exc.strerror}", "Give a path that resolves.") from None
+            os.close(fd)
+            fd = step
+        return _fd_path(fd) or path
+    finally:
+        os.close(fd)
+
+
+def _fd_path(fd: int) -> str:
+    """Where an ``O_PATH`` descriptor points, as the kernel names it."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
 
 
 def kernel_path_facts(kind: str, raw: str, where: str, detail: str) -> list[Fact]:

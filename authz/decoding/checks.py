@@ -155,7 +155,9 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
     directories in ``o``, a kernel filesystem (proc, sysfs, cgroup...) or a disk
     filesystem mounts the host's own. Every value is judged as mount(2) reads it."""
     if driver not in ("", "local"):
-        return []
+        # A volume plugin answers Mount with a path inside its own rootfs, which dockerd
+        # joins lexically and runc mounts following symlinks: it can be any host path.
+        return [Fact("volume-driver", driver, where, "a volume plugin decides what is mounted")]
     at = _p(where)
     for key, value in options.items():
         if key not in LOCAL_DRIVER_OPTIONS:
@@ -332,6 +334,30 @@ def mount_facts(mount: Any, at: str) -> Iterator[Fact]:
         yield Fact("mount-type", kind, f"{at}.Type")
 
 
+def check_volume_driver(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--volume-driver``: the driver of the named and anonymous volumes the container
+    creates (see ``local_volume_facts``)."""
+    driver = get_str(hc, "VolumeDriver", where)
+    if driver not in ("", "local"):
+        yield Fact("volume-driver", driver, f"{_p(where)}VolumeDriver",
+                   "a volume plugin decides what is mounted")
+
+
+def check_tmpfs(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--tmpfs /dst:opts``: runc reads the options as mount flags, ``bind`` and
+    propagation included."""
+    for dst, options in get_map(hc, "Tmpfs", where).items():
+        at = f"{_p(where)}Tmpfs[{dst[:100]!r}]"
+        if not isinstance(options, str):
+            raise RequestRefused("request-body-invalid", f"{at} is not a string",
+                                 "Send tmpfs options as a string.")
+        for word in options.split(","):
+            if word in ("bind", "rbind", "remount", "move"):
+                raise _unknown_option(at, f"the tmpfs option {word!r} is not a tmpfs option")
+            if word in ("shared", "rshared"):
+                yield Fact("mount-propagation", word, at)
+
+
 def check_mounts(hc: GoObject, where: str) -> Iterator[Fact]:
     """``--mount``: ``type=bind`` sources, propagation, and local volumes that bind."""
     for i, mount in enumerate(get_list(hc, "Mounts", where) or ()):
@@ -472,6 +498,8 @@ HOST_CONFIG_CHECKS: tuple[Check, ...] = (
     check_system_paths,
     check_sysctls,
     check_restart_policy,
+    check_volume_driver,
+    check_tmpfs,
 )
 
 # Container update carries Resources and RestartPolicy: devices can widen access, and a

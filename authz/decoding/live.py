@@ -230,7 +230,8 @@ class LiveState:
         found = self._container(name)
         if found is None:
             return [_missing(name)]
-        facts = checks.run_checks((checks.check_binds, checks.check_mounts), found[1], where)
+        facts = checks.run_checks((checks.check_binds, checks.check_mounts,
+                                   checks.check_volume_driver), found[1], where)
         # dockerd looks NAME up again when it creates the container: a full id only.
         return [_target_fact(name, found[0])] + [
             Fact(f.kind, f.value, f.where, f"from {name!r}") for f in facts]

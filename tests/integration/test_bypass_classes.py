@@ -167,7 +167,7 @@ def plugin_env(start_docker_env, tmp_path_factory):
     policy, _, _ = edited_policy(tmp_path_factory.mktemp("plugin-policy"), "\nexceptions:\n", """
 exceptions:
   - id: tests-may-create-plugins
-    rules: [plugin-privileges]
+    rules: [plugin-privileges, plugin-installs]
     subjects: ["*"]
     endpoints: [plugin.create]
     reason: the test creates plugins from a directory
@@ -403,3 +403,23 @@ def test_restart_policy_on_a_container_with_host_paths_is_denied(docker_env, bin
         env.docker("update", "--restart", "on-failure", plain)
     finally:
         env.docker("rm", "-f", cid, plain, check=False)
+
+
+# --------------------------------------------------------------------------- volume plugins
+
+def test_volume_plugins_and_plugin_installs_are_denied_by_default(docker_env):
+    """A volume plugin answers Mount with a path in its rootfs, joined lexically and mounted
+    following symlinks: any host path, with no privilege asked."""
+    env = docker_env
+    before = volumes(env)
+    r = env.docker("volume", "create", "--driver", "vendor/vol:1", unique("v"), check=False)
+    assert_cli_denied(env, r, "volume-drivers")
+    r = env.docker("create", "--volume-driver", "vendor/vol:1", "-v", "x:/host", BB, *TRUE,
+                   check=False)
+    assert_cli_denied(env, r, "volume-drivers")
+    r = env.docker("create", "--mount", "type=volume,src=x,dst=/host,volume-driver=vendor/vol",
+                   BB, *TRUE, check=False)
+    assert_cli_denied(env, r, "volume-drivers")
+    assert volumes(env) == before
+    resp = env.api("POST", "/plugins/pull?remote=127.0.0.1:9/vendor/vol:1&name=vendor/vol:1", [])
+    assert_api_denied(env, resp, "plugin-installs")

@@ -171,3 +171,31 @@ def test_mount_options_longer_than_a_page_are_refused():
         local_volume_facts("local", {"type": "tmpfs", "device": "tmpfs",
                                      "o": "mode=0700,size=" + "1" * 5000}, "DriverOpts")
     assert info.value.rule == "request-noncanonical"
+
+
+def test_symlink_chains_cost_one_system_call_per_component(tmp_path):
+    """Each symlink points back to a deep directory: a resolver that walks the targets in
+    Python pays for every target; the kernel resolves each component in one call."""
+    import time
+
+    deep = tmp_path
+    for _ in range(300):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    for i in range(400):
+        os.symlink(str(deep), deep / f"s{i}")
+    path = str(deep) + "/" + "/".join(f"s{i}" for i in range(400))
+    started = time.process_time()
+    assert canonical.resolved(path) == str(deep)
+    assert time.process_time() - started < 0.5
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda d: os.symlink("/nonexistent-pyauthz", d / "l"), "points nowhere"),
+    (lambda d: os.symlink(str(d / "l"), d / "l"), "cannot be resolved"),
+])
+def test_unresolvable_symlinks_are_refused(tmp_path, make, problem):
+    make(tmp_path)
+    with pytest.raises(RequestRefused) as info:
+        canonical.resolved(f"{tmp_path}/l/x")
+    assert problem in info.value.found
