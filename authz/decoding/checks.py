@@ -358,6 +358,22 @@ def check_tmpfs(hc: GoObject, where: str) -> Iterator[Fact]:
                 yield Fact("mount-propagation", word, at)
 
 
+def check_log_config(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--log-opt`` values that name a host socket (``syslog-address=unix:///path``,
+    ``fluentd-address=unix:///path``): dockerd connects there and writes the container's
+    output, as root."""
+    log = get_obj(hc, "LogConfig", where)
+    at = f"{_p(where)}LogConfig.Config"
+    for key, value in get_map(log, "Config", f"{_p(where)}LogConfig").items():
+        if not isinstance(value, str):
+            raise RequestRefused("request-body-invalid", f"{at}[{key[:100]!r}] is not a string",
+                                 "Send log options as strings.")
+        scheme, sep, rest = value.partition("://")
+        if sep and scheme.lower() in ("unix", "unixgram"):
+            yield Fact("log-socket", rest, f"{at}[{key[:100]!r}]",
+                       "dockerd writes the container's output there")
+
+
 def check_mounts(hc: GoObject, where: str) -> Iterator[Fact]:
     """``--mount``: ``type=bind`` sources, propagation, and local volumes that bind."""
     for i, mount in enumerate(get_list(hc, "Mounts", where) or ()):
@@ -500,6 +516,7 @@ HOST_CONFIG_CHECKS: tuple[Check, ...] = (
     check_restart_policy,
     check_volume_driver,
     check_tmpfs,
+    check_log_config,
 )
 
 # Container update carries Resources and RestartPolicy: devices can widen access, and a

@@ -199,3 +199,27 @@ def test_unresolvable_symlinks_are_refused(tmp_path, make, problem):
     with pytest.raises(RequestRefused) as info:
         canonical.resolved(f"{tmp_path}/l/x")
     assert problem in info.value.found
+
+
+def test_log_addresses_that_name_host_sockets():
+    facts = create({"LogConfig": {"Type": "syslog", "Config": {
+        "syslog-address": "unix:///var/run/docker.sock", "tag": "x"}}})
+    assert ("log-socket", "/var/run/docker.sock") in facts
+    assert not any(k == "log-socket" for k, _ in create({"LogConfig": {"Type": "syslog", "Config": {
+        "syslog-address": "udp://127.0.0.1:514"}}}))
+
+
+def test_tmpfs_options_are_read_as_runc_reads_them():
+    assert ("mount-propagation", "rshared") in create({"Tmpfs": {"/t": "rw,rshared"}})
+    with pytest.raises(RequestRefused):
+        create({"Tmpfs": {"/t": "bind,rw"}})
+
+
+def test_volume_drivers_are_reported_wherever_they_are_named():
+    assert ("volume-driver", "vendor/vol") in create({"VolumeDriver": "vendor/vol"})
+    assert ("volume-driver", "vendor/vol") in facts_of(
+        "POST", "/volumes/create", {"Name": "v", "Driver": "vendor/vol"})
+    mount = {"Type": "volume", "Source": "v", "Target": "/v",
+             "VolumeOptions": {"DriverConfig": {"Name": "vendor/vol"}}}
+    assert ("volume-driver", "vendor/vol") in create({"Mounts": [mount]})
+    assert not any(k == "volume-driver" for k, _ in create({"VolumeDriver": "local"}))
