@@ -6,7 +6,8 @@ authorization chain, so through pyauthz again (an AuthZReq and an AuthZRes, serv
 another thread while the first decision waits), and dockerd answers it. This process does
 the same, on a unix socket:
 
-- answers ``GET [/vX.Y]/containers/ID/json`` and ``GET [/vX.Y]/images/REF/json`` with the
+- answers ``GET [/vX.Y]/info`` with a data root, and ``GET [/vX.Y]/containers/ID/json`` and
+  ``GET [/vX.Y]/images/REF/json`` with the
   answers dockerd gave in the recorded session (``session.json``: the AuthZRes of
   pyauthz's own read, and ``docker image inspect``), the container ID put in; anything
   else: 404, as dockerd does for an unknown object;
@@ -70,6 +71,9 @@ class Answers:
         if m and self.image:
             body, _, headers = self.image
             return 200, headers, body
+        if path == "/info":  # read by pyauthz (at most once a minute) for dockerd's roots
+            return 200, {"Content-Type": "application/json"}, json.dumps(
+                {"DockerRootDir": "/var/lib/docker"}).encode() + b"\n"
         msg = json.dumps({"message": f"No such object: {path}"}).encode() + b"\n"
         return 404, {"Content-Type": "application/json"}, msg
 
