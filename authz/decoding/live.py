@@ -348,8 +348,8 @@ def _is_dockerd(args: list[str]) -> bool:
 
 def dockerd_arguments(docker) -> list[str]:
     """dockerd's command line: the process listening on its socket, or (socket activation:
-    systemd holds the listener) the one dockerd process that names that socket, or the only
-    dockerd running. Empty when it cannot be told."""
+    systemd holds the listener) the one dockerd process that names that socket, or else the
+    flags of every dockerd process together (each one's roots are protected)."""
     pid = docker.server_pid() if hasattr(docker, "server_pid") else None
     if pid:
         args = _cmdline(pid)
@@ -377,35 +377,35 @@ def urlsplit_path(docker_host: str) -> str:
     return docker_host[len("unix://"):] if docker_host.startswith("unix://") else ""
 
 
-def _daemon_json(args: list[str]) -> dict:
-    path = _flag(args, "--config-file") or DEFAULT_DAEMON_JSON
+def _daemon_json(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read(1024 * 1024))
     except (OSError, ValueError):
-        return {}
+        return {}  # dockerd does not start on an unreadable one
     return doc if isinstance(doc, dict) else {}
 
 
 def daemon_roots(info: dict, args: list[str]) -> list[tuple[str, str]]:
-    """dockerd's data root (as ``GET /info`` reports it), its exec root and containerd's
-    directories (from its command line and daemon.json), each also symlink-resolved."""
-    config = _daemon_json(args)
+    """dockerd's data root (as ``GET /info`` reports it), its exec roots and containerd's
+    socket directories (from its command line and daemon.json; the default exec root is
+    always kept), each also symlink-resolved. Duplicates are dropped."""
+    configs = [_daemon_json(p) for p in _flags(args, "--config-file") or [DEFAULT_DAEMON_JSON]]
     found = [(info.get("DockerRootDir"), "dockerd's data root")]
-    exec_roots = _flags(args, "--exec-root") or [config.get("exec-root") or DEFAULT_EXEC_ROOT]
-    found += [(root, "dockerd's exec root") for root in exec_roots]
-    found += [(root, "dockerd's data root") for root in _flags(args, "--data-root", "-g", "--graph")]
-    for socket_path in _flags(args, "--containerd") + [config.get("containerd")]:
+    exec_roots = _flags(args, "--exec-root") + [c.get("exec-root") for c in configs]
+    found += [(root, "dockerd's exec root") for root in exec_roots + [DEFAULT_EXEC_ROOT]]
+    data_roots = _flags(args, "--data-root", "-g", "--graph") + [c.get("data-root") for c in configs]
+    found += [(root, "dockerd's data root") for root in data_roots]
+    for socket_path in _flags(args, "--containerd") + [c.get("containerd") for c in configs]:
         if isinstance(socket_path, str) and socket_path.startswith("/"):
             found.append((os.path.dirname(socket_path), "containerd's socket directory"))
-    out: list[tuple[str, str]] = []
+    out: dict[str, str] = {}
     for path, what in found:
         if isinstance(path, str) and path.startswith("/"):
             path = os.path.normpath(path)
             if path in ("/", "//"):
                 continue
-            out.append((path, what))
-            real = os.path.realpath(path)
-            if real != path:
-                out.append((real, what))
-    return out
+            # dockerd's own configuration: trusted, so Python's resolution will do.
+            for form in (path, os.path.realpath(path)):
+                out.setdefault(form, what)
+    return list(out.items())
