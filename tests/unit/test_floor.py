@@ -50,7 +50,7 @@ def test_floor_adds_the_running_dockerds_roots(tmp_path):
     assert {"/d", "/x", "/data/docker-exec"} <= {p for p, _ in roots}
     paths = protected([p for p, _ in roots], "dockerd's roots")
     assert floor_violations("container.create", [Fact("host-path", "/d/volumes", "w")], paths)
-    assert not floor_violations("container.create", [Fact("host-path", "/data", "w")], paths)
+    assert not floor_violations("container.create", [Fact("host-path", "/dx", "w")], paths)
 
 
 def test_authorization_plugins_are_protected():
