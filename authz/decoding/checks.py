@@ -204,11 +204,14 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
         if device:
             facts += local_device_facts(device, f"{at}device", f"local volume type {fstype}")
         allowed = frozenset()
+    # cifs options carry credentials (password=...; a ',' in one splits it): never echo an
+    # unknown word of a network filesystem into the message and the log.
+    shown = (lambda key: "(not shown)") if fstype in NETWORK_FS else (lambda key: repr(key[:60]))
     for word in data:
         key, sep, value = word.partition("=")
         bad = canonical.path_problem("/" + key) if key else "empty"
         if bad:
-            raise _unknown_option(f"{at}o", f"a mount option {key[:60]!r} that is not canonical")
+            raise _unknown_option(f"{at}o", f"a mount option {shown(key)} that is not canonical")
         if not is_bind and fstype == "overlay" and key in OVERLAY_DIR_OPTIONS and sep:
             parts = value.split(":") if key == "lowerdir" else [value]
             if len(parts) > OVERLAY_MAX_STACK:
@@ -221,7 +224,7 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
                         "List absolute, canonical directories separated by single ':'.")
                 facts += local_device_facts(part, f"{at}o", f"overlay {key}")
         elif key not in allowed:
-            raise _unknown_option(f"{at}o", f"the mount option {key[:60]!r} is not one pyauthz "
+            raise _unknown_option(f"{at}o", f"the mount option {shown(key)} is not one pyauthz "
                                   f"knows for {'a bind' if is_bind else fstype or 'no type'}")
     for flag in flags:
         if flag in ("shared", "rshared"):

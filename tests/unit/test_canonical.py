@@ -223,3 +223,12 @@ def test_volume_drivers_are_reported_wherever_they_are_named():
              "VolumeOptions": {"DriverConfig": {"Name": "vendor/vol"}}}
     assert ("volume-driver", "vendor/vol") in create({"Mounts": [mount]})
     assert not any(k == "volume-driver" for k, _ in create({"VolumeDriver": "local"}))
+
+
+def test_unknown_cifs_option_words_are_not_echoed():
+    """A ',' in a cifs password splits it into words pyauthz does not know: refused, and the
+    word (a piece of the password) is in neither the message nor the log."""
+    with pytest.raises(RequestRefused) as info:
+        local_volume_facts("local", {"type": "cifs", "device": "//srv/share",
+                                     "o": "username=u,password=abc,Secret9"}, "DriverOpts")
+    assert "Secret9" not in info.value.found and "Secret9" not in str(info.value)
