@@ -192,8 +192,6 @@ def _checkpoint_remove(target: Target, body: Body, out: Decoded) -> None:
     out.facts.append(Fact("checkpoint", "remove", "path"))
     out.facts += _checkpoint_facts(target.query.get("dir"), out.params.get("checkpoint", ""),
                                    "query dir")
-    if not target.query.get("dir"):
-        _checkpoint_facts("", out.params.get("checkpoint", ""), "path")
 
 
 def _checkpoint_create(target: Target, body: Body, out: Decoded) -> None:
