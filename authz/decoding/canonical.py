@@ -15,6 +15,8 @@ symlinks resolved, which is exactly what is judged. Anything else is refused
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -98,9 +100,11 @@ def require_name(raw: str, where: str, what: str) -> str:
 
 def resolved(path: str) -> str:
     """An absolute path with its symlinks resolved on this host, by the kernel itself, one
-    component at a time (``openat(O_PATH)``: its own 40-symlink limit and semantics, a
-    system call per component whatever the symlinks hold); the part that does not exist yet
-    is kept as given. Charged to the decision's path budget."""
+    component at a time (``openat2(O_PATH)``: its own 40-symlink limit and semantics, a
+    system call per component however symlinks are chained); the part that does not exist
+    yet is kept as given. Magic links (``/proc/self/cwd``, ``/proc/PID/root``, fds) are
+    refused: they resolve differently in runc than in this process. Charged to the
+    decision's path budget."""
     parts = [p for p in path.split("/") if p]
     budget = _BUDGET.get()
     if budget is not None:
@@ -114,7 +118,7 @@ def resolved(path: str) -> str:
     try:
         for i, part in enumerate(parts):
             try:
-                step = os.open(part, os.O_PATH | os.O_CLOEXEC, dir_fd=fd)
+                step = _open_step(fd, part, path)
             except (FileNotFoundError, NotADirectoryError):
                 if os.path.islink(_fd_path(fd) + "/" + part):
                     raise noncanonical(f"host path {path[:200]!r} holds a symlink that points "
@@ -122,14 +126,57 @@ def resolved(path: str) -> str:
                                        "give the target itself.") from None
                 head = _fd_path(fd)
                 return (head.rstrip("/") + "/" + "/".join(parts[i:])) if head else path
-            except OSError as exc:  # ELOOP, EACCES...: the kernel would fail the mount too
+            except OSError as exc:  # ELOOP (a loop, or a /proc magic link), EACCES...
                 raise noncanonical(f"host path {path[:200]!r} cannot be resolved: "
-                                   f"{exc.strerror}", "Give a path that resolves.") from None
+                                   f"{exc.strerror} (a symlink loop, or a link through /proc)",
+                                   "Give the plain path of a real directory.") from None
             os.close(fd)
             fd = step
         return _fd_path(fd) or path
     finally:
         os.close(fd)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+_SYS_OPENAT2 = 437            # the same number on every architecture since Linux 5.6
+_RESOLVE_NO_MAGICLINKS = 0x02
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_OPENAT2: list[bool] = []     # probed once: does this kernel have openat2?
+
+
+def _openat2(dirfd: int, name: str) -> int:
+    how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE_NO_MAGICLINKS)
+    fd = _LIBC.syscall(_SYS_OPENAT2, dirfd, os.fsencode(name), ctypes.byref(how),
+                       ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))  # FileNotFoundError... by errno
+    return fd
+
+
+def _open_step(dirfd: int, name: str, path: str) -> int:
+    """One component, following symlinks as the kernel does but never a magic link. A
+    kernel without openat2 (before 5.6) cannot tell magic links apart: any symlink there
+    is refused."""
+    if not _OPENAT2:
+        try:
+            os.close(_openat2(dirfd, "."))
+            _OPENAT2.append(True)
+        except OSError as exc:
+            _OPENAT2.append(exc.errno != errno.ENOSYS)
+    if _OPENAT2[0]:
+        return _openat2(dirfd, name)
+    try:
+        os.readlink(name, dir_fd=dirfd)
+    except OSError:
+        return os.open(name, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dirfd)
+    raise noncanonical(f"host path {path[:200]!r} passes through a symlink, and this kernel "
+                       "(before 5.6, no openat2) cannot resolve it safely",
+                       "Give the symlink's target itself.")
 
 
 def _fd_path(fd: int) -> str:

@@ -361,20 +361,37 @@ def check_tmpfs(hc: GoObject, where: str) -> Iterator[Fact]:
                 yield Fact("mount-propagation", word, at)
 
 
-def check_log_config(hc: GoObject, where: str) -> Iterator[Fact]:
-    """``--log-opt`` values that name a host socket (``syslog-address=unix:///path``,
-    ``fluentd-address=unix:///path``): dockerd connects there and writes the container's
-    output, as root."""
-    log = get_obj(hc, "LogConfig", where)
-    at = f"{_p(where)}LogConfig.Config"
-    for key, value in get_map(log, "Config", f"{_p(where)}LogConfig").items():
+def log_address_path(value: str) -> str | None:
+    """The host socket a log address names, as Go's ``url.Parse`` reads it for dockerd's
+    syslog and fluentd drivers (``unix:///p``, ``unix:/p``, ``unix://host/p`` are all the
+    path ``/p``; the scheme is case-insensitive), or None for a network address."""
+    scheme, sep, rest = value.partition(":")
+    if not sep or scheme.lower() not in ("unix", "unixgram"):
+        return None
+    if rest.startswith("//"):
+        slash = rest.find("/", 2)
+        rest = rest[slash:] if slash >= 0 else ""
+    return rest or "(empty)"
+
+
+def log_option_facts(options: dict[str, Any], at: str) -> Iterator[Fact]:
+    """Log driver options that name a host socket: dockerd connects there and writes the
+    container's output, as root."""
+    for key, value in options.items():
         if not isinstance(value, str):
             raise RequestRefused("request-body-invalid", f"{at}[{key[:100]!r}] is not a string",
                                  "Send log options as strings.")
-        scheme, sep, rest = value.partition("://")
-        if sep and scheme.lower() in ("unix", "unixgram"):
-            yield Fact("log-socket", rest, f"{at}[{key[:100]!r}]",
+        path = log_address_path(value)
+        if path is not None:
+            yield Fact("log-socket", path, f"{at}[{key[:100]!r}]",
                        "dockerd writes the container's output there")
+
+
+def check_log_config(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--log-opt syslog-address=unix:///path`` and the like (``log_option_facts``)."""
+    log = get_obj(hc, "LogConfig", where)
+    yield from log_option_facts(get_map(log, "Config", f"{_p(where)}LogConfig"),
+                                f"{_p(where)}LogConfig.Config")
 
 
 def check_mounts(hc: GoObject, where: str) -> Iterator[Fact]:

@@ -376,12 +376,32 @@ def _plugin_set(target: Target, body: Body, out: Decoded) -> None:
     out.plugin_settings += doc
 
 
+def _log_driver(holder: GoObject | None, where: str) -> list[Fact]:
+    """A swarm ``LogDriver`` (service task templates, swarm task defaults)."""
+    driver = get_obj(holder, "LogDriver", where)
+    at = f"{where}.LogDriver" if where else "LogDriver"
+    return list(checks.log_option_facts(get_map(driver, "Options", at), f"{at}.Options"))
+
+
+def _swarm_update(target: Target, body: Body, out: Decoded) -> None:
+    doc = body.json(out.endpoint, required=False)
+    out.facts += _log_driver(get_obj(doc, "TaskDefaults"), "TaskDefaults")
+
+
 def _service(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint)
     task = get_obj(doc, "TaskTemplate")
     spec = get_obj(task, "ContainerSpec", "TaskTemplate")
     where = "TaskTemplate.ContainerSpec"
+    out.facts += _log_driver(task, "TaskTemplate")
+    # Swarm restarts a task's container by itself (condition "any" when none is given),
+    # and its task containers never pass through the plugin.
+    restart = get_obj(task, "RestartPolicy", "TaskTemplate")
+    condition = get_str(restart, "Condition", "TaskTemplate.RestartPolicy") or "any"
+    if condition != "none":
+        out.facts.append(Fact("restart-policy", condition, "TaskTemplate.RestartPolicy.Condition"))
     if spec is not None:
+        out.volumes += checks.named_volumes(spec, where)
         for i, mount in enumerate(get_list(spec, "Mounts", where) or ()):
             out.facts += checks.mount_facts(mount, f"{where}.Mounts[{i}]")
         for i, cap in enumerate(get_strings(spec, "CapabilityAdd", where) or ()):
@@ -535,7 +555,7 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("POST", "/swarm/init", "swarm.init", W, _body_json_optional),
     ("POST", "/swarm/join", "swarm.join", W, _body_json_optional),
     ("POST", "/swarm/leave", "swarm.leave", W, None),
-    ("POST", "/swarm/update", "swarm.update", W, _body_json_optional),
+    ("POST", "/swarm/update", "swarm.update", W, _swarm_update),
     ("POST", "/swarm/unlock", "swarm.unlock", W, _body_json_optional),
     ("GET", "/services", "service.list", R, None),
     ("GET", "/services/{id}", "service.inspect", R, None),

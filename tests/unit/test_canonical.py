@@ -232,3 +232,44 @@ def test_unknown_cifs_option_words_are_not_echoed():
         local_volume_facts("local", {"type": "cifs", "device": "//srv/share",
                                      "o": "username=u,password=abc,Secret9"}, "DriverOpts")
     assert "Secret9" not in info.value.found and "Secret9" not in str(info.value)
+
+
+@pytest.mark.parametrize("target", ["/proc/self/cwd/srv", "/proc/self/root", "/proc/1/root",
+                                    "/proc/self/fd/3"])
+def test_magic_links_are_refused(tmp_path, target):
+    """/proc/self/cwd is runc's cwd (the container's rootfs) when runc mounts, and the
+    plugin's when the plugin resolves: never followed."""
+    os.symlink(target, tmp_path / "esc")
+    with pytest.raises(RequestRefused) as info:
+        canonical.resolved(f"{tmp_path}/esc")
+    assert info.value.rule == "request-noncanonical"
+
+
+@pytest.mark.parametrize("address, path", [
+    ("unix:///run/docker.sock", "/run/docker.sock"),
+    ("unix:/run/docker.sock", "/run/docker.sock"),
+    ("UNIX:/run/docker.sock", "/run/docker.sock"),
+    ("unixgram:/run/x.sock", "/run/x.sock"),
+    ("unix://host/run/docker.sock", "/run/docker.sock"),
+    ("udp://127.0.0.1:514", None),
+    ("tcp://log:514", None),
+])
+def test_log_addresses_are_read_like_go_url_parse(address, path):
+    from authz.decoding.checks import log_address_path
+
+    assert log_address_path(address) == path
+
+
+def test_service_log_drivers_restarts_and_named_volumes():
+    facts = facts_of("POST", "/services/create", {"TaskTemplate": {
+        "ContainerSpec": {"Image": "i", "Mounts": [{"Type": "bind", "Source": "/srv/a", "Target": "/a"}]},
+        "LogDriver": {"Name": "syslog", "Options": {"syslog-address": "unix:/run/docker.sock"}}}})
+    assert {("log-socket", "/run/docker.sock"), ("restart-policy", "any")} <= facts
+    assert ("restart-policy", "none") not in facts_of("POST", "/services/create", {"TaskTemplate": {
+        "ContainerSpec": {"Image": "i"}, "RestartPolicy": {"Condition": "none"}}})
+    assert ("log-socket", "/run/docker.sock") in facts_of(
+        "POST", "/swarm/update?version=5",
+        {"TaskDefaults": {"LogDriver": {"Name": "syslog", "Options": {"syslog-address": "unix:///run/docker.sock"}}}})
+    _, decoded = decode(call("POST", "/services/create", {"TaskTemplate": {"ContainerSpec": {
+        "Image": "i", "Mounts": [{"Type": "volume", "Source": "data", "Target": "/d"}]}}}))
+    assert [name for name, _ in decoded.volumes] == ["data"]

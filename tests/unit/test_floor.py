@@ -410,3 +410,10 @@ def test_own_files_are_in_the_floor(tmp_path):
     for path in (str(SHIPPED / "rules.yaml"), str(tmp_path / "log"), "/run/docker/plugins/x.sock",
                  str(Path(authz.__file__).parent / "app.py"), sys.prefix):
         assert floor_violations("container.create", [Fact("host-path", path, "x")], paths), path
+
+
+def test_service_with_a_bind_restarts_unasked():
+    body = {"TaskTemplate": {"ContainerSpec": {"Image": "i", "Mounts": [
+        {"Type": "bind", "Source": "/srv/a", "Target": "/a"}]}}}
+    assert "auto-restart-host-paths" in rules_of(decide("/services/create", body,
+                                                        docker=PluginDocker()))
