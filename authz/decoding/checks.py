@@ -157,7 +157,8 @@ def local_volume_facts(driver: str, options: dict[str, Any], where: str) -> list
     if driver not in ("", "local"):
         # A volume plugin answers Mount with a path inside its own rootfs, which dockerd
         # joins lexically and runc mounts following symlinks: it can be any host path.
-        return [Fact("volume-driver", driver, where, "a volume plugin decides what is mounted")]
+        return driver_facts("volume-driver", driver, frozenset(), where,
+                            "a volume plugin decides what is mounted")
     at = _p(where)
     for key, value in options.items():
         if key not in LOCAL_DRIVER_OPTIONS:
@@ -337,13 +338,48 @@ def mount_facts(mount: Any, at: str) -> Iterator[Fact]:
         yield Fact("mount-type", kind, f"{at}.Type")
 
 
+# Drivers built into dockerd 20.10; any other name is a plugin. A legacy plugin's name is
+# joined to /run/docker/plugins (and the spec directories) as a path, so "../../srv/x/p"
+# would be a socket any container that can write /srv/x serves.
+BUILTIN_LOG_DRIVERS = frozenset({"", "json-file", "local", "journald", "syslog", "gelf",
+                                 "fluentd", "awslogs", "splunk", "etwlogs", "gcplogs",
+                                 "logentries", "none"})
+BUILTIN_NETWORK_DRIVERS = frozenset({"", "bridge", "overlay", "macvlan", "ipvlan"})
+BUILTIN_IPAM_DRIVERS = frozenset({"", "default"})
+
+
+def plugin_name(name: str, where: str) -> str:
+    """A driver name that may name a plugin: refused unless it is a plain reference (no
+    empty, '.' or '..' component, no leading or trailing '/', no '\\' or whitespace)."""
+    if name and canonical.path_problem("/" + name) is not None:
+        raise canonical.noncanonical(
+            f"{where}: driver {name[:100]!r} is not a plain name (dockerd joins a legacy "
+            "plugin's name to /run/docker/plugins as a path)", "Name the driver plainly.")
+    return name
+
+
+def driver_facts(kind: str, name: str, builtin: frozenset[str], where: str,
+                 detail: str) -> list[Fact]:
+    """A driver a request names: nothing for a built-in one, else a fact (a plugin)."""
+    if name in builtin:
+        return []
+    return [Fact(kind, plugin_name(name, where), where, detail)]
+
+
 def check_volume_driver(hc: GoObject, where: str) -> Iterator[Fact]:
     """``--volume-driver``: the driver of the named and anonymous volumes the container
     creates (see ``local_volume_facts``)."""
-    driver = get_str(hc, "VolumeDriver", where)
-    if driver not in ("", "local"):
-        yield Fact("volume-driver", driver, f"{_p(where)}VolumeDriver",
-                   "a volume plugin decides what is mounted")
+    yield from driver_facts("volume-driver", get_str(hc, "VolumeDriver", where),
+                            frozenset({"", "local"}), f"{_p(where)}VolumeDriver",
+                            "a volume plugin decides what is mounted")
+
+
+def check_log_driver(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--log-driver``: a log driver that is not built in is a plugin."""
+    log = get_obj(hc, "LogConfig", where)
+    yield from driver_facts("log-driver", get_str(log, "Type", f"{_p(where)}LogConfig"),
+                            BUILTIN_LOG_DRIVERS, f"{_p(where)}LogConfig.Type",
+                            "a log driver plugin")
 
 
 def check_tmpfs(hc: GoObject, where: str) -> Iterator[Fact]:
@@ -537,6 +573,7 @@ HOST_CONFIG_CHECKS: tuple[Check, ...] = (
     check_volume_driver,
     check_tmpfs,
     check_log_config,
+    check_log_driver,
 )
 
 # Container update carries Resources and RestartPolicy: devices can widen access, and a

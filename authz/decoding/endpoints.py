@@ -138,7 +138,12 @@ def _host_config_facts(doc: GoObject | None, out: Decoded) -> list[Fact]:
         name = spec.split(":", 1)[0]
         out.volumes_from.append((name, f"{where + '.' if where else ''}VolumesFrom[{i}]"))
     out.volumes += checks.named_volumes(host_config, where)
-    return checks.run_checks(checks.HOST_CONFIG_CHECKS, host_config, where)
+    facts = checks.run_checks(checks.HOST_CONFIG_CHECKS, host_config, where)
+    if where:
+        # getHostConfig copies a top-level VolumeDriver (and a few resource limits) into an
+        # inner HostConfig that leaves it empty.
+        facts += checks.check_volume_driver(doc, "")
+    return facts
 
 
 def _container_create(target: Target, body: Body, out: Decoded) -> None:
@@ -380,7 +385,22 @@ def _log_driver(holder: GoObject | None, where: str) -> list[Fact]:
     """A swarm ``LogDriver`` (service task templates, swarm task defaults)."""
     driver = get_obj(holder, "LogDriver", where)
     at = f"{where}.LogDriver" if where else "LogDriver"
-    return list(checks.log_option_facts(get_map(driver, "Options", at), f"{at}.Options"))
+    facts = checks.driver_facts("log-driver", get_str(driver, "Name", at),
+                                checks.BUILTIN_LOG_DRIVERS, f"{at}.Name", "a log driver plugin")
+    return facts + list(checks.log_option_facts(get_map(driver, "Options", at), f"{at}.Options"))
+
+
+def _network_create(target: Target, body: Body, out: Decoded) -> None:
+    """A network driver or IPAM driver that is not built in is a plugin; dockerd acts on
+    its answers (a remote driver's Join moves a host interface into the container)."""
+    doc = body.json(out.endpoint)
+    out.facts += checks.driver_facts("network-driver", get_str(doc, "Driver"),
+                                     checks.BUILTIN_NETWORK_DRIVERS, "Driver",
+                                     "a network driver plugin")
+    ipam = get_obj(doc, "IPAM")
+    out.facts += [Fact(f.kind, f"ipam:{f.value}", f.where, f.detail) for f in checks.driver_facts(
+        "network-driver", get_str(ipam, "Driver", "IPAM"), checks.BUILTIN_IPAM_DRIVERS,
+        "IPAM.Driver", "an IPAM driver plugin")]
 
 
 def _swarm_update(target: Target, body: Body, out: Decoded) -> None:
@@ -532,7 +552,7 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("GET", "/networks", "network.list", R, None),
     ("GET", "/networks/", "network.list", R, None),
     ("GET", "/networks/{id:.+}", "network.inspect", R, None),
-    ("POST", "/networks/create", "network.create", W, _body_json_optional),
+    ("POST", "/networks/create", "network.create", W, _network_create),
     ("POST", "/networks/{id:.*}/connect", "network.connect", W, _body_json_optional),
     ("POST", "/networks/{id:.*}/disconnect", "network.disconnect", W, _body_json_optional),
     ("POST", "/networks/prune", "network.prune", W, None),

@@ -38,6 +38,8 @@ FACT_KINDS: dict[str, str] = {
     "host-path": "a host path as the kernel opens it, and its symlink-resolved form",
     "volume-type": "the filesystem type of a local volume that mounts something of the host",
     "log-socket": "a host unix socket a log driver writes the container's output to",
+    "log-driver": "a log driver that is not built into dockerd (a plugin)",
+    "network-driver": "a network driver (or ipam:NAME) that is not built into dockerd (a plugin)",
     "volume-driver": "a volume driver other than local (a plugin decides what is mounted)",
     "mount-propagation": "shared, rshared, slave, rslave",
     "mount-type": "a --mount type dockerd does not know",

@@ -423,3 +423,39 @@ def test_volume_plugins_and_plugin_installs_are_denied_by_default(docker_env):
     assert volumes(env) == before
     resp = env.api("POST", "/plugins/pull?remote=127.0.0.1:9/vendor/vol:1&name=vendor/vol:1", [])
     assert_api_denied(env, resp, "plugin-installs")
+
+
+# --------------------------------------------------------------------------- plugin names
+
+def test_legacy_start_body_cannot_bring_a_volume_driver(docker_env):
+    """API < 1.24: the start body replaces the HostConfig, and dockerd copies a top-level
+    VolumeDriver into the inner one."""
+    env = docker_env
+    cid = env.docker("create", BB, *TRUE).stdout.strip()
+    try:
+        resp = env.api("POST", f"/v1.23/containers/{cid}/start",
+                       {"HostConfig": {"Binds": ["pwn:/host"]}, "VolumeDriver": "vendor/vol"})
+        assert_api_denied(env, resp, "volume-drivers")
+        resp = env.api("POST", f"/v1.23/containers/{cid}/start",
+                       {"HostConfig": {"Binds": ["pwn:/host"]},
+                        "VolumeDriver": "../../../srv/x/evil"})
+        assert_api_denied(env, resp, "request-noncanonical")
+    finally:
+        env.docker("rm", "-f", cid, check=False)
+
+
+def test_driver_plugins_are_denied_and_plugin_names_must_be_plain(docker_env):
+    env = docker_env
+    before = set(env.docker("network", "ls", "-q").stdout.split())
+    r = env.docker("network", "create", "-d", "vendor/net", unique("n"), check=False)
+    assert_cli_denied(env, r, "driver-plugins")
+    r = env.docker("network", "create", "-d", "../../../srv/x/evil", unique("n"), check=False)
+    assert_cli_denied(env, r, "request-noncanonical")
+    r = env.docker("network", "create", "--ipam-driver", "vendor/ipam", unique("n"), check=False)
+    assert_cli_denied(env, r, "driver-plugins")
+    assert set(env.docker("network", "ls", "-q").stdout.split()) == before
+    r = env.docker("create", "--log-driver", "vendor/log", BB, *TRUE, check=False)
+    assert_cli_denied(env, r, "driver-plugins")
+    net = unique("ok")
+    env.docker("network", "create", "-d", "bridge", net)
+    env.docker("network", "rm", net)

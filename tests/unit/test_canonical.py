@@ -273,3 +273,46 @@ def test_service_log_drivers_restarts_and_named_volumes():
     _, decoded = decode(call("POST", "/services/create", {"TaskTemplate": {"ContainerSpec": {
         "Image": "i", "Mounts": [{"Type": "volume", "Source": "data", "Target": "/d"}]}}}))
     assert [name for name, _ in decoded.volumes] == ["data"]
+
+
+def test_top_level_volume_driver_is_copied_into_an_inner_host_config():
+    """getHostConfig copies a top-level VolumeDriver into an inner HostConfig that leaves
+    it empty: at create and in a legacy (< 1.24) start body."""
+    body = {"Image": "i", "HostConfig": {"Binds": ["pwn:/host"]}, "VolumeDriver": "vendor/vol"}
+    assert ("volume-driver", "vendor/vol") in facts_of("POST", "/containers/create", body)
+    start = {"HostConfig": {"Binds": ["pwn:/host"]}, "VolumeDriver": "vendor/vol"}
+    assert ("volume-driver", "vendor/vol") in facts_of(
+        "POST", "/v1.23/containers/" + "c" * 64 + "/start", start)
+
+
+@pytest.mark.parametrize("uri, body, expected", [
+    ("/networks/create", {"Name": "n", "Driver": "vendor/net"}, ("network-driver", "vendor/net")),
+    ("/networks/create", {"Name": "n", "IPAM": {"Driver": "vendor/ipam"}},
+     ("network-driver", "ipam:vendor/ipam")),
+    ("/containers/create", {"Image": "i", "HostConfig": {"LogConfig": {"Type": "vendor/log"}}},
+     ("log-driver", "vendor/log")),
+    ("/services/create", {"TaskTemplate": {"ContainerSpec": {"Image": "i"},
+                                           "LogDriver": {"Name": "vendor/log"}}},
+     ("log-driver", "vendor/log")),
+])
+def test_drivers_that_are_plugins_are_reported(uri, body, expected):
+    assert expected in facts_of("POST", uri, body)
+
+
+@pytest.mark.parametrize("uri, body", [
+    ("/networks/create", {"Name": "n", "Driver": "../../../srv/x/evil"}),
+    ("/networks/create", {"Name": "n", "IPAM": {"Driver": "../../srv/x/evil"}}),
+    ("/containers/create", {"Image": "i", "HostConfig": {"LogConfig": {"Type": "a/../../b"}}}),
+    ("/containers/create", {"Image": "i", "HostConfig": {"VolumeDriver": "/srv/x/evil"}}),
+    ("/volumes/create", {"Name": "v", "Driver": "vendor//vol"}),
+])
+def test_plugin_names_that_are_paths_are_refused(uri, body):
+    with pytest.raises(RequestRefused) as info:
+        decode(call("POST", uri, body))
+    assert info.value.rule == "request-noncanonical"
+
+
+def test_builtin_drivers_are_no_facts():
+    assert not facts_of("POST", "/networks/create", {"Name": "n", "Driver": "bridge",
+                                                     "IPAM": {"Driver": "default"}})
+    assert not any(k.endswith("-driver") for k, _ in create({"LogConfig": {"Type": "json-file"}}))
