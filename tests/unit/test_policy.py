@@ -220,3 +220,16 @@ def test_revision_changes_with_any_policy_file(tmp_path):
     first = policy_with(tmp_path, RULES).revision
     (tmp_path / "rules.yaml").write_text((tmp_path / "rules.yaml").read_text() + "\n# note\n")
     assert Policy.load(tmp_path).revision != first
+
+
+def test_docs_describe_every_shipped_rule_and_fact_kind():
+    """docs/policy.md names every rule of the shipped policy (and the floor rules) in its
+    rule-by-rule list, and every fact kind in its facts table."""
+    from authz.decoding.facts import FACT_KINDS
+    from authz.policy.rules import FLOOR_RULES
+
+    doc = (SHIPPED.parent / "docs" / "policy.md").read_text()
+    for rule_id in [r.id for r in Policy.load(SHIPPED).ruleset.rules] + sorted(FLOOR_RULES):
+        assert f"- **`{rule_id}`**" in doc, rule_id
+    for kind in FACT_KINDS:
+        assert f"| `{kind}` |" in doc or f"`{kind}`, " in doc or f", `{kind}` |" in doc, kind
