@@ -38,6 +38,8 @@ _REFUSAL_MESSAGES = {
                             "not in the one form the plugin can judge exactly.",
     "request-volume-option": "A local volume option the plugin does not know may name a host "
                              "path; only known options are allowed.",
+    "request-driver-option": "A network driver option the plugin does not know may reach the "
+                             "host's interfaces; only known options are allowed.",
     "internal-error": "The plugin failed while deciding; it denies rather than guess.",
 }
 
@@ -174,6 +176,8 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
             facts += live.volumes_from_facts(name, where)
         for target, where in decoded.network_targets:
             facts += live.network_facts(target, where)
+        for name, driver, where in decoded.network_configs:
+            facts += live.network_config_facts(name, driver, where)
         if any(f.kind == "host-path" for f in facts):
             protected = protected + floor_paths(live.daemon_paths())
     elif decoded.plugin_settings:

@@ -366,6 +366,46 @@ def driver_facts(kind: str, name: str, builtin: frozenset[str], where: str,
     return [Fact(kind, plugin_name(name, where), where, detail)]
 
 
+# Network driver options (docker network create -o), read by allowing, per built-in driver:
+# an option pyauthz does not know is refused. The options that name a host interface (an
+# existing bridge such as docker0 or the host's own, a macvlan/ipvlan parent) are facts.
+_COMMON_NETWORK_OPTIONS = frozenset({"com.docker.network.driver.mtu",
+                                     "com.docker.network.container_iface_prefix"})
+NETWORK_OPTIONS: dict[str, frozenset[str]] = {
+    "bridge": _COMMON_NETWORK_OPTIONS | {
+        "com.docker.network.bridge.enable_icc", "com.docker.network.bridge.enable_ip_masquerade",
+        "com.docker.network.bridge.host_binding_ipv4", "com.docker.network.bridge.internal"},
+    "overlay": _COMMON_NETWORK_OPTIONS | {
+        "com.docker.network.driver.overlay.vxlanid_list", "encrypted"},
+    "macvlan": _COMMON_NETWORK_OPTIONS | {"macvlan_mode"},
+    "ipvlan": _COMMON_NETWORK_OPTIONS | {"ipvlan_mode", "ipvlan_flag"},
+}
+HOST_INTERFACE_OPTIONS = {"bridge": "com.docker.network.bridge.name",
+                          "macvlan": "parent", "ipvlan": "parent"}
+
+
+def network_option_facts(driver: str, options: dict[str, Any], where: str) -> list[Fact]:
+    """``docker network create -d DRIVER -o K=V``: a bridge named like an existing one
+    (docker0, a host bridge) is taken over and readdressed, a macvlan/ipvlan ``parent`` puts
+    containers on the host's own link; any option pyauthz does not know is refused."""
+    driver = driver or "bridge"
+    known = NETWORK_OPTIONS.get(driver)
+    facts: list[Fact] = []
+    for key, value in options.items():
+        at = f"{where}[{key[:100]!r}]"
+        if not isinstance(value, str):
+            raise RequestRefused("request-body-invalid", f"{at} is not a string",
+                                 "Send driver options as strings.")
+        if key == HOST_INTERFACE_OPTIONS.get(driver):
+            facts.append(Fact("host-interface", value, at, f"a {driver} network on it"))
+        elif known is not None and key not in known:
+            raise RequestRefused(
+                "request-driver-option", f"{at}: the {driver} option {key[:100]!r} is not one "
+                "pyauthz knows", "Use only the network options pyauthz knows (docs/policy.md, "
+                "networks), or none.")
+    return facts
+
+
 def check_volume_driver(hc: GoObject, where: str) -> Iterator[Fact]:
     """``--volume-driver``: the driver of the named and anonymous volumes the container
     creates (see ``local_volume_facts``)."""

@@ -53,11 +53,13 @@ class Decoded:
     volumes: list[tuple[str, str]] = field(default_factory=list)
     # Service network targets other than "host" (a name, an id or an id prefix), and where.
     network_targets: list[tuple[str, str]] = field(default_factory=list)
+    # network create --config-from NAME: (NAME, the new network's driver, where).
+    network_configs: list[tuple[str, str, str]] = field(default_factory=list)
 
     def needs_state(self) -> bool:
         """Whether deciding reads dockerd's state (live.py)."""
         return bool(self.starts or self.acts_on or self.execs or self.plugins or self.volumes
-                    or self.volumes_from or self.network_targets)
+                    or self.volumes_from or self.network_targets or self.network_configs)
 
     @property
     def image(self) -> str:
@@ -401,6 +403,13 @@ def _network_create(target: Target, body: Body, out: Decoded) -> None:
     out.facts += [Fact(f.kind, f"ipam:{f.value}", f.where, f.detail) for f in checks.driver_facts(
         "network-driver", get_str(ipam, "Driver", "IPAM"), checks.BUILTIN_IPAM_DRIVERS,
         "IPAM.Driver", "an IPAM driver plugin")]
+    driver = get_str(doc, "Driver")
+    out.facts += checks.network_option_facts(driver, get_map(doc, "Options"), "Options")
+    config_from = get_obj(doc, "ConfigFrom")
+    network = get_str(config_from, "Network", "ConfigFrom")
+    if network:
+        # The options live in a config-only network (perhaps made before this policy).
+        out.network_configs.append((network, driver, "ConfigFrom.Network"))
 
 
 def _swarm_update(target: Target, body: Body, out: Decoded) -> None:
@@ -414,6 +423,22 @@ def _service(target: Target, body: Body, out: Decoded) -> None:
     spec = get_obj(task, "ContainerSpec", "TaskTemplate")
     where = "TaskTemplate.ContainerSpec"
     out.facts += _log_driver(task, "TaskTemplate")
+    runtime = get_str(task, "Runtime", "TaskTemplate")
+    if runtime not in ("", "container"):
+        # Runtime "plugin" (experimental): every node pulls and enables the plugin in
+        # PluginSpec with the privileges it lists.
+        out.facts.append(Fact("service-runtime", runtime, "TaskTemplate.Runtime",
+                              "every node installs and runs a plugin"))
+        spec_at = "TaskTemplate.PluginSpec"
+        plugin = get_obj(task, "PluginSpec", "TaskTemplate")
+        for i, privilege in enumerate(get_list(plugin, "Privileges", spec_at) or ()):
+            at = f"{spec_at}.Privileges[{i}]"
+            if not isinstance(privilege, GoObject):
+                raise RequestRefused("request-body-invalid", f"{at} is not an object",
+                                     "Send objects with Name and Value.")
+            name = get_str(privilege, "Name", at)
+            for value in get_strings(privilege, "Value", at) or [""]:
+                out.facts.append(Fact("plugin.privilege", f"{name}={value}" if value else name, at))
     # Swarm restarts a task's container by itself (condition "any" when none is given),
     # and its task containers never pass through the plugin.
     restart = get_obj(task, "RestartPolicy", "TaskTemplate")

@@ -40,6 +40,8 @@ FACT_KINDS: dict[str, str] = {
     "log-socket": "a host unix socket a log driver writes the container's output to",
     "log-driver": "a log driver that is not built into dockerd (a plugin)",
     "network-driver": "a network driver (or ipam:NAME) that is not built into dockerd (a plugin)",
+    "host-interface": "a host interface a network takes over or attaches to (bridge name, parent)",
+    "service-runtime": "a swarm service runtime other than container (plugin)",
     "volume-driver": "a volume driver other than local (a plugin decides what is mounted)",
     "mount-propagation": "shared, rshared, slave, rslave",
     "mount-type": "a --mount type dockerd does not know",

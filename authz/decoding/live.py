@@ -236,6 +236,19 @@ class LiveState:
         return [_target_fact(name, found[0])] + [
             Fact(f.kind, f.value, f.where, f"from {name!r}") for f in facts]
 
+    def network_config_facts(self, name: str, driver: str, where: str) -> list[Fact]:
+        """``--config-from NAME``: the options stored in config-only network NAME, read as
+        if they were given to this create."""
+        try:
+            info = self.docker.inspect_network(name, self._budget())
+        except (DockerError, DeadlineExceeded) as exc:
+            raise _unavailable(f"network {name[:100]!r}", exc) from None
+        if info is None:
+            return [_missing(name, "network")]
+        options = info.get("Options") if isinstance(info.get("Options"), dict) else {}
+        return [Fact(f.kind, f.value, f.where, f"from {name!r}")
+                for f in checks.network_option_facts(driver, options, where)]
+
     def network_facts(self, target: str, where: str) -> list[Fact]:
         try:
             info = self.docker.inspect_network(target, self._budget())

@@ -459,3 +459,18 @@ def test_driver_plugins_are_denied_and_plugin_names_must_be_plain(docker_env):
     net = unique("ok")
     env.docker("network", "create", "-d", "bridge", net)
     env.docker("network", "rm", net)
+
+
+# --------------------------------------------------------------------------- host interfaces
+
+def test_networks_cannot_take_over_host_interfaces(docker_env):
+    """A bridge named docker0 makes dockerd delete its default network and readdress it;
+    a macvlan parent puts containers on the host's own link."""
+    env = docker_env
+    before = set(env.docker("network", "ls", "-q").stdout.split())
+    for args, rule in ((["-o", "com.docker.network.bridge.name=docker0"], "host-interfaces"),
+                       (["-d", "macvlan", "-o", "parent=lo"], "host-interfaces"),
+                       (["-o", "com.docker.network.bridge.inhibit_ipv4=true"], "request-driver-option")):
+        r = env.docker("network", "create", *args, unique("n"), check=False)
+        assert_cli_denied(env, r, rule)
+    assert set(env.docker("network", "ls", "-q").stdout.split()) == before

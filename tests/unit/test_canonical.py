@@ -316,3 +316,39 @@ def test_builtin_drivers_are_no_facts():
     assert not facts_of("POST", "/networks/create", {"Name": "n", "Driver": "bridge",
                                                      "IPAM": {"Driver": "default"}})
     assert not any(k.endswith("-driver") for k, _ in create({"LogConfig": {"Type": "json-file"}}))
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"Name": "n", "Options": {"com.docker.network.bridge.name": "docker0"}}, ("host-interface", "docker0")),
+    ({"Name": "n", "Driver": "bridge", "Options": {"com.docker.network.bridge.name": "br0"}},
+     ("host-interface", "br0")),
+    ({"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0"}}, ("host-interface", "eth0")),
+    ({"Name": "n", "Driver": "ipvlan", "Options": {"parent": "eth0.100"}}, ("host-interface", "eth0.100")),
+])
+def test_networks_on_host_interfaces(body, expected):
+    assert expected in facts_of("POST", "/networks/create", body)
+
+
+@pytest.mark.parametrize("options", [
+    {"com.docker.network.bridge.inhibit_ipv4": "true"},
+    {"com.docker.network.bridge.default_bridge": "true"},
+    {"Com.docker.network.bridge.name": "docker0"},
+])
+def test_unknown_network_options_are_refused(options):
+    with pytest.raises(RequestRefused) as info:
+        decode(call("POST", "/networks/create", {"Name": "n", "Options": options}))
+    assert info.value.rule == "request-driver-option"
+
+
+def test_known_network_options_are_fine():
+    assert not facts_of("POST", "/networks/create", {"Name": "n", "Options": {
+        "com.docker.network.bridge.enable_icc": "false", "com.docker.network.driver.mtu": "1400"}})
+    assert not facts_of("POST", "/networks/create", {"Name": "n", "Driver": "macvlan",
+                                                      "Options": {"macvlan_mode": "bridge"}})
+
+
+def test_service_plugin_runtime():
+    facts = facts_of("POST", "/services/create", {"TaskTemplate": {
+        "Runtime": "plugin", "PluginSpec": {"Name": "p", "Remote": "x/p:1", "Privileges": [
+            {"Name": "mount", "Value": ["/"]}]}}})
+    assert {("service-runtime", "plugin"), ("plugin.privilege", "mount=/")} <= facts

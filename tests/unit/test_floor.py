@@ -417,3 +417,13 @@ def test_service_with_a_bind_restarts_unasked():
         {"Type": "bind", "Source": "/srv/a", "Target": "/a"}]}}}
     assert "auto-restart-host-paths" in rules_of(decide("/services/create", body,
                                                         docker=PluginDocker()))
+
+
+def test_config_from_network_options_are_looked_up():
+    class Docker(PluginDocker):
+        def inspect_network(self, name, deadline):
+            return {"Name": name, "Driver": "null", "Options": {"parent": "eth0"}}
+
+    decision = decide("/networks/create", {"Name": "n", "Driver": "macvlan",
+                                           "ConfigFrom": {"Network": "cfg"}}, docker=Docker())
+    assert rules_of(decision) == ["host-interfaces"]
