@@ -233,3 +233,14 @@ def test_docs_describe_every_shipped_rule_and_fact_kind():
         assert f"- **`{rule_id}`**" in doc, rule_id
     for kind in FACT_KINDS:
         assert f"| `{kind}` |" in doc or f"`{kind}`, " in doc or f", `{kind}` |" in doc, kind
+
+
+def test_docs_describe_every_refusal():
+    """Every request-* refusal the decoder can raise is in docs/policy.md's refusal table."""
+    import re
+
+    source = "".join(p.read_text() for p in (SHIPPED.parent / "authz").rglob("*.py"))
+    ids = set(re.findall(r'"(request-[a-z-]+)"', source))
+    doc = (SHIPPED.parent / "docs" / "policy.md").read_text()
+    assert ids and all(f"| `{i}` |" in doc for i in ids), sorted(
+        i for i in ids if f"| `{i}` |" not in doc)
