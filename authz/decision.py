@@ -148,6 +148,39 @@ def _needs_lookups(decoded: Decoded, trust: TrustChecker | None, live: LiveState
                                  or any(f.kind == "host-path" for f in decoded.facts))
 
 
+# Objects one decision may read through dockerd (each read also comes back through this
+# plugin). Real requests name a handful; each name is read once.
+MAX_LOOKUPS = 32
+
+
+def _first(pairs: list[tuple]) -> list[tuple]:
+    """Each name once (the first place it was found)."""
+    seen: dict = {}
+    for pair in pairs:
+        seen.setdefault(pair[0], pair)
+    return list(seen.values())
+
+
+def _bound_lookups(decoded: Decoded) -> None:
+    """Read each object once, and refuse a request that would read more than MAX_LOOKUPS."""
+    decoded.starts = list(dict.fromkeys(decoded.starts))
+    decoded.acts_on = [n for n in dict.fromkeys(decoded.acts_on) if n not in decoded.starts]
+    decoded.execs = list(dict.fromkeys(decoded.execs))
+    decoded.plugins = list(dict.fromkeys(decoded.plugins))
+    decoded.volumes = _first(decoded.volumes)
+    decoded.volumes_from = _first(decoded.volumes_from)
+    decoded.network_targets = _first(decoded.network_targets)
+    decoded.network_configs = _first(decoded.network_configs)
+    count = sum(len(x) for x in (decoded.starts, decoded.acts_on, decoded.execs, decoded.plugins,
+                                 decoded.volumes, decoded.volumes_from, decoded.network_targets,
+                                 decoded.network_configs))
+    if count > MAX_LOOKUPS:
+        raise RequestRefused("request-body-invalid",
+                             f"deciding would read {count} objects through dockerd (named "
+                             f"volumes, --volumes-from, networks...); at most {MAX_LOOKUPS}",
+                             "Split the request, or name fewer volumes and networks.")
+
+
 def floor_paths(found: list[tuple[str, str]]) -> tuple[ProtectedPath, ...]:
     return tuple(p for path, why in found for p in floor_paths_of([path], why))
 
@@ -157,6 +190,7 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
               protected: tuple[ProtectedPath, ...]) -> None:
     facts, image, started_images = list(decoded.facts), decoded.image, []
     if live is not None:
+        _bound_lookups(decoded)
         live = live.for_decision()
         for name in decoded.starts:
             started = live.started_container(name)

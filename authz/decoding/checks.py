@@ -422,6 +422,15 @@ def check_log_driver(hc: GoObject, where: str) -> Iterator[Fact]:
                             "a log driver plugin")
 
 
+def check_cgroup_parent(hc: GoObject, where: str) -> Iterator[Fact]:
+    """``--cgroup-parent``: the container joins another part of the host's cgroup tree (a
+    service's own cgroup shares that service's memory and pids limits: the plugin's own
+    would be put under pressure)."""
+    parent = get_str(hc, "CgroupParent", where)
+    if parent:
+        yield Fact("cgroup-parent", parent, f"{_p(where)}CgroupParent")
+
+
 def check_tmpfs(hc: GoObject, where: str) -> Iterator[Fact]:
     """``--tmpfs /dst:opts``: runc reads the options as mount flags, ``bind`` and
     propagation included."""
@@ -614,6 +623,7 @@ HOST_CONFIG_CHECKS: tuple[Check, ...] = (
     check_tmpfs,
     check_log_config,
     check_log_driver,
+    check_cgroup_parent,
 )
 
 # Container update carries Resources and RestartPolicy: devices can widen access, and a

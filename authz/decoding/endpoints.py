@@ -412,6 +412,14 @@ def _network_create(target: Target, body: Body, out: Decoded) -> None:
         out.network_configs.append((network, driver, "ConfigFrom.Network"))
 
 
+def _secret_or_config(target: Target, body: Body, out: Decoded) -> None:
+    """A secret store or templating driver is a plugin, looked up by name as a path."""
+    doc = body.json(out.endpoint)
+    for field in ("Driver", "Templating"):
+        driver = get_obj(doc, field)
+        checks.plugin_name(get_str(driver, "Name", field), f"{field}.Name")
+
+
 def _swarm_update(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint, required=False)
     out.facts += _log_driver(get_obj(doc, "TaskDefaults"), "TaskDefaults")
@@ -419,6 +427,17 @@ def _swarm_update(target: Target, body: Body, out: Decoded) -> None:
 
 def _service(target: Target, body: Body, out: Decoded) -> None:
     doc = body.json(out.endpoint)
+    # A rollback applies the service's stored previous spec, not this body: one made
+    # before this policy, or under an exception, would run again.
+    rollback = target.query.get("rollback")
+    if rollback not in ("", "none"):
+        out.facts.append(Fact("service-rollback", rollback[:100], "query rollback",
+                              "swarm runs the service's previous spec, not this body"))
+    update = get_obj(doc, "UpdateConfig")
+    action = get_str(update, "FailureAction", "UpdateConfig")
+    if action == "rollback":
+        out.facts.append(Fact("service-rollback", "on-failure", "UpdateConfig.FailureAction",
+                              "swarm runs the service's previous spec when an update fails"))
     task = get_obj(doc, "TaskTemplate")
     spec = get_obj(task, "ContainerSpec", "TaskTemplate")
     where = "TaskTemplate.ContainerSpec"
@@ -616,12 +635,12 @@ _ROUTES: list[tuple[str, str, str, bool, Decoder | None]] = [
     ("GET", "/tasks/{id}", "task.inspect", R, None),
     ("GET", "/tasks/{id}/logs", "task.logs", R, None),
     ("GET", "/secrets", "secret.list", R, None),
-    ("POST", "/secrets/create", "secret.create", W, _body_json_optional),
+    ("POST", "/secrets/create", "secret.create", W, _secret_or_config),
     ("DELETE", "/secrets/{id}", "secret.remove", W, None),
     ("GET", "/secrets/{id}", "secret.inspect", R, None),
     ("POST", "/secrets/{id}/update", "secret.update", W, _body_json_optional),
     ("GET", "/configs", "config.list", R, None),
-    ("POST", "/configs/create", "config.create", W, _body_json_optional),
+    ("POST", "/configs/create", "config.create", W, _secret_or_config),
     ("DELETE", "/configs/{id}", "config.remove", W, None),
     ("GET", "/configs/{id}", "config.inspect", R, None),
     ("POST", "/configs/{id}/update", "config.update", W, _body_json_optional),

@@ -42,6 +42,8 @@ FACT_KINDS: dict[str, str] = {
     "network-driver": "a network driver (or ipam:NAME) that is not built into dockerd (a plugin)",
     "host-interface": "a host interface a network takes over or attaches to (bridge name, parent)",
     "service-runtime": "a swarm service runtime other than container (plugin)",
+    "service-rollback": "previous (rollback=previous), on-failure (UpdateConfig.FailureAction)",
+    "cgroup-parent": "the cgroup a container is put under (--cgroup-parent)",
     "volume-driver": "a volume driver other than local (a plugin decides what is mounted)",
     "mount-propagation": "shared, rshared, slave, rslave",
     "mount-type": "a --mount type dockerd does not know",
@@ -64,3 +66,31 @@ FACT_KINDS: dict[str, str] = {
 
 def known_kind(kind: str) -> bool:
     return kind in FACT_KINDS
+
+
+_NAMESPACE_VALUES = ("host", "container")
+_TARGET_VALUES = ("id", "name", "prefix", "missing")
+
+
+def value_problem(kind: str, pattern: str, op: str = "glob") -> str | None:
+    """Why a rule's value pattern can never match a ``kind`` fact as the decoder writes it
+    (a policy that silently never fires), or None."""
+    import fnmatch
+
+    if pattern == "*" or op != "glob":
+        return None
+    if kind == "host-path":
+        return "host paths are matched with `paths:` (overlap) or `outside:` (roots), not values"
+    if kind == "capability":
+        if pattern.upper().startswith("CAP_"):
+            return "capabilities are written without CAP_ (SYS_ADMIN)"
+        if pattern != pattern.upper():
+            return "capabilities are written in upper case (SYS_ADMIN)"
+    fixed = {"privileged": ("true",), "target": _TARGET_VALUES}.get(kind)
+    if kind.startswith("namespace."):
+        fixed = _NAMESPACE_VALUES
+    if fixed is not None and not any(fnmatch.fnmatchcase(v, pattern) for v in fixed):
+        return f"{kind} values are {', '.join(fixed)}"
+    if kind == "seccomp" and not (pattern == "unconfined" or pattern.startswith("custom:")):
+        return "seccomp values are unconfined or custom:sha256:DIGEST"
+    return None

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from authz.decoding.endpoints import ENDPOINTS
-from authz.decoding.facts import FACT_KINDS
+from authz.decoding.facts import FACT_KINDS, value_problem
 
 # Built-in rules that no policy can define, lift or weaken (authz/policy/floor.py).
 FLOOR_RULES = frozenset({"host-path-protected", "authz-plugin-protected"})
@@ -198,6 +198,8 @@ def _rule(path: Path, item: Any) -> Rule:
     _known(path, match["__line__"], f"rule {rule_id}: endpoint", endpoints, ENDPOINTS)
     if kinds == ("endpoint",):
         _known(path, match["__line__"], f"rule {rule_id}: endpoint", values + excepts, ENDPOINTS)
+    _values_fit(path, match["__line__"], f"rule {rule_id}", kinds, values, op)
+    _values_fit(path, match["__line__"], f"rule {rule_id}", kinds, excepts, except_op)
     return Rule(
         id=rule_id,
         effect=effect,
@@ -224,6 +226,17 @@ def _absolute(path: Path, match: dict, key: str, rule_id: str) -> tuple[str, ...
     return values
 
 
+def _values_fit(path: Path, line: int, what: str, kinds: tuple[str, ...],
+                values: tuple[str, ...], op: str) -> None:
+    """Every value can match a fact of one of the rule's kinds, as the decoder writes it
+    (``CAP_SYS_ADMIN`` never would: the fact says ``SYS_ADMIN``)."""
+    matched = [k for k in FACT_KINDS if any(fnmatch.fnmatchcase(k, p) for p in kinds)]
+    for value in values:
+        problems = [value_problem(kind, value, op) for kind in matched]
+        if problems and all(problems):
+            raise _fail(path, line, f"{what}: value {value!r} can never match: {problems[0]}")
+
+
 def _known(path: Path, line: int, what: str, patterns: tuple[str, ...], known) -> None:
     """Every pattern names at least one known value: a misspelling would never match."""
     for pattern in patterns:
@@ -232,7 +245,7 @@ def _known(path: Path, line: int, what: str, patterns: tuple[str, ...], known) -
                                     f"(known: {', '.join(sorted(known))})")
 
 
-def _exception(path: Path, item: Any, rule_ids: set[str], today: dt.date) -> Exception_:
+def _exception(path: Path, item: Any, rule_ids: dict[str, Rule], today: dt.date) -> Exception_:
     if not isinstance(item, dict):
         raise _fail(path, None, "each entry of 'exceptions' must be a mapping")
     line = item["__line__"]
@@ -245,6 +258,9 @@ def _exception(path: Path, item: Any, rule_ids: set[str], today: dt.date) -> Exc
     endpoints = _strings(path, item, "endpoints", default=["*"], required=True)
     _known(path, line, f"exception {ex_id}: endpoint", endpoints, ENDPOINTS)
     for rule_id in rules:
+        if rule_id in rule_ids and rule_ids[rule_id].kinds != ("host-path",):
+            _values_fit(path, line, f"exception {ex_id}", rule_ids[rule_id].kinds,
+                        _strings(path, item, "values", default=["*"]), "glob")
         if rule_id not in rule_ids:
             raise _fail(path, line, f"exception {ex_id}: no rule {rule_id!r} (request-* checks "
                                     "and the floor rules "
@@ -294,7 +310,8 @@ def load_rules(path: Path, today: dt.date | None = None) -> RuleSet:
     raw_exceptions = doc.get("exceptions") or []
     if not isinstance(raw_exceptions, list):
         raise _fail(path, doc["__line__"], "'exceptions' must be a list")
-    exceptions = tuple(_exception(path, item, seen, today) for item in raw_exceptions)
+    by_id = {rule.id: rule for rule in rules}
+    exceptions = tuple(_exception(path, item, by_id, today) for item in raw_exceptions)
     ex_seen: set[str] = set()
     for ex in exceptions:
         if ex.id in ex_seen or ex.id in seen:

@@ -352,3 +352,13 @@ def test_service_plugin_runtime():
         "Runtime": "plugin", "PluginSpec": {"Name": "p", "Remote": "x/p:1", "Privileges": [
             {"Name": "mount", "Value": ["/"]}]}}})
     assert {("service-runtime", "plugin"), ("plugin.privilege", "mount=/")} <= facts
+
+
+@pytest.mark.parametrize("uri, body", [
+    ("/secrets/create", {"Name": "s", "Data": "", "Driver": {"Name": "../../../srv/x/p"}}),
+    ("/configs/create", {"Name": "c", "Data": "", "Templating": {"Name": "../../srv/x/t"}}),
+])
+def test_secret_and_config_driver_names_must_be_plain(uri, body):
+    with pytest.raises(RequestRefused) as info:
+        decode(call("POST", uri, body))
+    assert info.value.rule == "request-noncanonical"

@@ -427,3 +427,68 @@ def test_config_from_network_options_are_looked_up():
     decision = decide("/networks/create", {"Name": "n", "Driver": "macvlan",
                                            "ConfigFrom": {"Network": "cfg"}}, docker=Docker())
     assert rules_of(decision) == ["host-interfaces"]
+
+
+def test_each_object_is_read_once_and_at_most_32():
+    calls = []
+
+    class Counting(PluginDocker):
+        def inspect_volume(self, name, deadline):
+            calls.append(name)
+            return None
+
+    body = {"Image": "i", "HostConfig": {"Binds": [f"v0:/d{i}" for i in range(200)]}}
+    assert decide("/containers/create", body, docker=Counting()).allow
+    assert calls == ["v0"]
+    body = {"Image": "i", "HostConfig": {"Binds": [f"v{i}:/d{i}" for i in range(40)]}}
+    decision = decide("/containers/create", body, docker=Counting())
+    assert rules_of(decision) == ["request-body-invalid"] and "at most 32" in decision.violations[0].found
+
+
+def test_service_rollbacks_and_cgroup_parents_are_denied():
+    spec = {"TaskTemplate": {"ContainerSpec": {"Image": "i"}, "RestartPolicy": {"Condition": "none"}}}
+    assert decide("/services/abc/update?version=3", spec, docker=PluginDocker()).allow
+    assert rules_of(decide("/services/abc/update?version=3&rollback=previous", spec,
+                           docker=PluginDocker())) == ["service-rollback"]
+    failing = dict(spec, UpdateConfig={"FailureAction": "rollback"})
+    assert rules_of(decide("/services/abc/update?version=3", failing, docker=PluginDocker())) == \
+        ["service-rollback"]
+    assert rules_of(decide("/containers/create", {"Image": "i", "HostConfig": {
+        "CgroupParent": "/system.slice/pyauthz.service"}}, docker=PluginDocker())) == ["cgroup-parent"]
+
+
+@pytest.mark.parametrize("match, problem", [
+    ("{fact: capability, values: [CAP_SYS_ADMIN]}", "without CAP_"),
+    ("{fact: capability, values: [sys_admin]}", "upper case"),
+    ("{fact: host-path, values: [/home]}", "paths:"),
+    ("{fact: namespace.network, values: ['container:*']}", "host, container"),
+    ("{fact: 'namespace.*', values: [Host]}", "host, container"),
+    ("{fact: seccomp, values: [Unconfined]}", "seccomp values"),
+    ("{fact: privileged, values: ['yes']}", "privileged values"),
+])
+def test_rule_values_that_can_never_match_do_not_load(tmp_path, match, problem):
+    with pytest.raises(PolicyError) as info:
+        policy_with(tmp_path, f"""
+            version: 1
+            rules:
+              - id: r
+                match: {match}
+                message: m
+                fix: f
+        """)
+    assert problem in str(info.value) and "rules.yaml:" in str(info.value)
+
+
+def test_exception_values_that_can_never_match_do_not_load(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        policy_with(tmp_path, """
+            version: 1
+            rules:
+              - id: caps
+                match: {fact: capability}
+                message: m
+                fix: f
+            exceptions:
+              - {id: e, rules: [caps], subjects: ["*"], values: [CAP_NET_ADMIN], reason: r}
+        """)
+    assert "without CAP_" in str(info.value)
