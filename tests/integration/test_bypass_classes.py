@@ -474,3 +474,19 @@ def test_networks_cannot_take_over_host_interfaces(docker_env):
         r = env.docker("network", "create", *args, unique("n"), check=False)
         assert_cli_denied(env, r, rule)
     assert set(env.docker("network", "ls", "-q").stdout.split()) == before
+
+
+@pytest.mark.parametrize("args, rule", [
+    (["--cgroup-parent", "/system.slice/docker.service"], "cgroup-parent"),
+    (["--security-opt", "apparmor=some-host-profile"], "apparmor-unconfined"),
+    (["--security-opt", "label=type:unconfined_service_t"], "selinux-disabled"),
+    (["--security-opt", "label=user:unconfined_u"], "selinux-disabled"),
+    (["--tmpfs", "/t:rw,rshared"], "mount-propagation"),
+    (["--log-driver", "syslog", "--log-opt", "syslog-address=unix:/var/run/docker.sock"],
+     "log-sockets"),
+])
+def test_more_confinement_is_kept(docker_env, args, rule):
+    before = docker_env.container_ids()
+    r = docker_env.docker("create", *args, BB, *TRUE, check=False)
+    assert_cli_denied(docker_env, r, rule)
+    assert docker_env.container_ids() == before
