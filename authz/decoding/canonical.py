@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Iterator
@@ -27,29 +28,35 @@ from authz.decoding.facts import Fact
 
 # Linux's PATH_MAX: mount(2) and open(2) refuse longer paths.
 PATH_MAX = 4096
-# Path components one decision may resolve on the host (each is an lstat, and deep paths
-# cost more): a few milliseconds. Real requests resolve a few dozen.
+# Host paths, and path components, one decision may resolve on the host (a system call per
+# component, and a few per path): a few milliseconds at most. Real requests resolve a few
+# paths of a few components; 256 binds and 256 mounts are the most a body can carry.
+PATHS_PER_DECISION = 600
 PATH_COMPONENTS_PER_DECISION = 16384
 _BUDGET: ContextVar[list[int] | None] = ContextVar("pyauthz_path_budget", default=None)
 
 
 @contextmanager
-def path_budget(components: int = PATH_COMPONENTS_PER_DECISION) -> Iterator[None]:
+def path_budget(components: int = PATH_COMPONENTS_PER_DECISION,
+                paths: int = PATHS_PER_DECISION) -> Iterator[None]:
     """Bound the host path resolution of one decision (dockerd waits without a timeout)."""
-    token = _BUDGET.set([components])
+    token = _BUDGET.set([components, paths])
     try:
         yield
     finally:
         _BUDGET.reset(token)
 
 
+_BAD_CHAR = re.compile(r"[\\\s\x00-\x1f\x7f]")
+
+
 def _bad_char(text: str) -> str | None:
-    for ch in text:
-        if ch == "\\":
-            return "a backslash (overlayfs and the mount options parser unescape it)"
-        if ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F:
-            return "whitespace or a control character"
-    return None
+    found = _BAD_CHAR.search(text)
+    if found is None:
+        return None
+    if found.group() == "\\":
+        return "a backslash (overlayfs and the mount options parser unescape it)"
+    return "whitespace or a control character"
 
 
 def noncanonical(found: str, fix: str) -> RequestRefused:
@@ -109,11 +116,13 @@ def resolved(path: str) -> str:
     budget = _BUDGET.get()
     if budget is not None:
         budget[0] -= len(parts)
-        if budget[0] < 0:
+        budget[1] -= 1
+        if budget[0] < 0 or budget[1] < 0:
             raise RequestRefused(
                 "request-body-invalid",
-                f"the request names more host path components than one decision resolves "
-                f"({PATH_COMPONENTS_PER_DECISION})", "Send fewer or shorter host paths.")
+                f"the request names more host paths ({PATHS_PER_DECISION}) or path components "
+                f"({PATH_COMPONENTS_PER_DECISION}) than one decision resolves",
+                "Send fewer or shorter host paths.")
     fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
     try:
         for i, part in enumerate(parts):
