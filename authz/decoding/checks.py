@@ -397,7 +397,13 @@ def network_option_facts(driver: str, options: dict[str, Any], where: str) -> li
             raise RequestRefused("request-body-invalid", f"{at} is not a string",
                                  "Send driver options as strings.")
         if key == HOST_INTERFACE_OPTIONS.get(driver):
-            facts.append(Fact("host-interface", value, at, f"a {driver} network on it"))
+            if not value or "/" in value or value in (".", ".."):
+                raise canonical.noncanonical(f"{at}: interface {value[:100]!r} is not a plain "
+                                             "interface name", "Name the interface plainly.")
+            # A bridge name dockerd creates is the network's own; an existing one (docker0,
+            # a host bridge) is taken over. A parent is always the host's link.
+            if driver != "bridge" or value == "docker0" or os.path.exists(f"/sys/class/net/{value}"):
+                facts.append(Fact("host-interface", value, at, f"a {driver} network on it"))
         elif known is not None and key not in known:
             raise RequestRefused(
                 "request-driver-option", f"{at}: the {driver} option {key[:100]!r} is not one "

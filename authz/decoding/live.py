@@ -63,7 +63,7 @@ def _target_fact(name: str, info: dict, what: str = "container") -> Fact:
         value = "name"
     else:
         value = "prefix"
-    return Fact("target", value, "path", f"{name[:100]!r} is {what} {str(info.get('Id'))[:12]}")
+    return Fact("target", value, "path", f"{name[:100]!r} is {what} {str(info.get('Id'))[:64]}")
 
 
 def _missing(name: str, what: str = "container") -> Fact:

@@ -81,7 +81,8 @@ def floor_violations(endpoint: str, facts: Iterable[Fact],
                     "on the host or reaches pyauthz's own files. No policy or exception can "
                     "open it.",
                     "Bind a dedicated directory under an allowed root (rule host-path-roots), "
-                    "or use a named volume.",
+                    "or use a named volume (for the time zone, pass -e TZ=... instead of "
+                    "binding /etc/localtime).",
                     "CIS Docker Benchmark 5.5, 5.31; Pod Security Standards (baseline) "
                     "HostPath Volumes"))
         elif (fact.kind == "plugin.interface" and is_authz_interface(fact.value)

@@ -320,8 +320,8 @@ def test_builtin_drivers_are_no_facts():
 
 @pytest.mark.parametrize("body, expected", [
     ({"Name": "n", "Options": {"com.docker.network.bridge.name": "docker0"}}, ("host-interface", "docker0")),
-    ({"Name": "n", "Driver": "bridge", "Options": {"com.docker.network.bridge.name": "br0"}},
-     ("host-interface", "br0")),
+    ({"Name": "n", "Driver": "bridge", "Options": {"com.docker.network.bridge.name": "lo"}},
+     ("host-interface", "lo")),  # an interface that exists on the host
     ({"Name": "n", "Driver": "macvlan", "Options": {"parent": "eth0"}}, ("host-interface", "eth0")),
     ({"Name": "n", "Driver": "ipvlan", "Options": {"parent": "eth0.100"}}, ("host-interface", "eth0.100")),
 ])
@@ -362,3 +362,11 @@ def test_secret_and_config_driver_names_must_be_plain(uri, body):
     with pytest.raises(RequestRefused) as info:
         decode(call("POST", uri, body))
     assert info.value.rule == "request-noncanonical"
+
+
+def test_a_new_bridge_name_is_the_networks_own():
+    assert not facts_of("POST", "/networks/create", {"Name": "n", "Options": {
+        "com.docker.network.bridge.name": "br-pyauthz-none"}})
+    with pytest.raises(RequestRefused):
+        decode(call("POST", "/networks/create", {"Name": "n", "Options": {
+            "com.docker.network.bridge.name": "../lo"}}))
