@@ -35,7 +35,9 @@ def main() -> None:
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the decision log here (JSON lines) instead of stdout.")
 @click.option("--docker-host", default="unix:///var/run/docker.sock", show_default=True,
-              help="dockerd's API socket, used to resolve local images for signature checks.")
+              help="dockerd's API socket: read to resolve local images for signature checks, "
+                   "to judge containers, execs, plugins and volumes on their stored state, and "
+                   "for dockerd's own roots ('' turns these reads off).")
 def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_host) -> None:
     """Serve the plugin on a unix socket until SIGTERM (SIGHUP reloads the policy)."""
     from authz.app import AppConfig, create_app
