@@ -20,7 +20,7 @@ import posixpath
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import casbin
 
@@ -209,31 +209,56 @@ class Policy:
     """The loaded policy directory: rules (Casbin) and its revision."""
 
     def __init__(self, directory: Path, ruleset: RuleSet, revision: str,
-                 today: dt.date | None = None):
+                 today: dt.date | None = None,
+                 clock: Callable[[], dt.date] = dt.date.today):
         self.directory = directory
         self.ruleset = ruleset
         self.revision = revision
         self.warnings: list[str] = []
-        today = today or dt.date.today()
-        model_path = str(directory / MODEL_FILE)
+        self._clock = (lambda: today) if today is not None else clock
         roles = ruleset.roles
-        grouping = [[member, f"role:{role}"] for role, members in roles.items()
-                    for member in members]
-        by_rule: dict[str, list[Exception_]] = {r.id: [] for r in ruleset.rules}
         for ex in ruleset.exceptions:
             for subject in ex.subjects:
                 if subject.startswith("role:") and subject[5:] not in roles:
                     raise PolicyError(f"{ruleset.path}:{ex.line}: exception {ex.id}: no role "
                                       f"{subject[5:]!r} under 'roles:'")
+        self._rebuild_lock = threading.Lock()
+        self._build(self._clock())
+
+    def _build(self, today: dt.date) -> None:
+        """Compile the rules with the exceptions still in force on ``today``; remember when
+        the next one expires, so that it stops applying at that time, not at a reload."""
+        roles = self.ruleset.roles
+        grouping = [[member, f"role:{role}"] for role, members in roles.items()
+                    for member in members]
+        by_rule: dict[str, list[Exception_]] = {r.id: [] for r in self.ruleset.rules}
+        warnings, next_expiry = [], None
+        for ex in self.ruleset.exceptions:
             if ex.expired(today):
-                self.warnings.append(f"exception {ex.id} ({ruleset.path}:{ex.line}) expired on "
-                                     f"{ex.expires}; it no longer applies")
+                warnings.append(f"exception {ex.id} ({self.ruleset.path}:{ex.line}) expired on "
+                                f"{ex.expires}; it no longer applies")
                 continue
+            if ex.expires is not None and (next_expiry is None or ex.expires < next_expiry):
+                next_expiry = ex.expires
             for rule_id in ex.rules:
                 by_rule[rule_id].append(ex)
-        self._enforcers = [_RuleEnforcer(rule, by_rule[rule.id], model_path, grouping)
-                           for rule in ruleset.rules]
-        self._by_kind: dict[str, tuple[_RuleEnforcer, ...]] = {}
+        model_path = str(self.directory / MODEL_FILE)
+        enforcers = [_RuleEnforcer(rule, by_rule[rule.id], model_path, grouping)
+                     for rule in self.ruleset.rules]
+        self._state: tuple[list[_RuleEnforcer], dict] = (enforcers, {})
+        self._next_expiry = next_expiry
+        self.warnings = warnings
+
+    def _current(self) -> None:
+        """Drop exceptions that expired since the last build (checked on every evaluation:
+        one comparison; the rebuild happens once per expiry)."""
+        if self._next_expiry is None:
+            return
+        today = self._clock()
+        if today > self._next_expiry:
+            with self._rebuild_lock:
+                if self._next_expiry is not None and today > self._next_expiry:
+                    self._build(today)
 
     @classmethod
     def load(cls, directory: Path) -> "Policy":
@@ -243,22 +268,26 @@ class Policy:
         ruleset = load_rules(directory / RULES_FILE)
         return cls(directory, ruleset, policy_revision(directory))
 
-    def _candidates(self, kind: str) -> tuple[_RuleEnforcer, ...]:
-        found = self._by_kind.get(kind)
+    @staticmethod
+    def _candidates(state: tuple[list[_RuleEnforcer], dict], kind: str) -> tuple[_RuleEnforcer, ...]:
+        enforcers, by_kind = state
+        found = by_kind.get(kind)
         if found is None:
-            found = tuple(e for e in self._enforcers
+            found = tuple(e for e in enforcers
                           if any(fnmatch.fnmatchcase(kind, k) for k in e.rule.kinds))
-            self._by_kind[kind] = found
+            by_kind[kind] = found
         return found
 
     def evaluate(self, subject: str, endpoint: str, image: str,
                  facts: Iterable[Fact]) -> Evaluation:
+        self._current()
+        state = self._state  # one compiled set for the whole evaluation
         violations: list[Violation] = []
         exemptions: list[Exemption] = []
         matched: list[Fact] = []
         for fact in facts:
             hit = False
-            for enforcer in self._candidates(fact.kind):
+            for enforcer in self._candidates(state, fact.kind):
                 decided = enforcer.decide(subject, endpoint, image, fact)
                 if decided is None:
                     continue

@@ -178,7 +178,7 @@ def test_expired_exception_no_longer_applies(tmp_path):
 def test_answers_are_memoized(tmp_path):
     policy = policy_with(tmp_path, RULES)
     violated(policy, "capability", "SYS_ADMIN")
-    enforcer = policy._enforcers[0]
+    enforcer = policy._state[0][0]
     enforcer._enforcer = None  # a second identical question must not reach Casbin
     assert violated(policy, "capability", "SYS_ADMIN") == ["caps"]
 
@@ -244,3 +244,31 @@ def test_docs_describe_every_refusal():
     doc = (SHIPPED.parent / "docs" / "policy.md").read_text()
     assert ids and all(f"| `{i}` |" in doc for i in ids), sorted(
         i for i in ids if f"| `{i}` |" not in doc)
+
+
+def test_exception_expires_at_its_date_without_a_reload(tmp_path):
+    """An exception applies through its expiry day and stops the day after, in a running
+    plugin, with no reload."""
+    import datetime as dt
+
+    (tmp_path / "model.conf").write_text((SHIPPED / "model.conf").read_text())
+    (tmp_path / "rules.yaml").write_text(textwrap.dedent("""
+        version: 1
+        rules:
+          - id: caps
+            match: {fact: capability}
+            message: m
+            fix: f
+        exceptions:
+          - {id: soon, rules: [caps], subjects: ["*"], values: [NET_ADMIN], reason: r,
+             expires: 2027-03-31}
+    """))
+    from authz.policy.rules import load_rules
+
+    days = [dt.date(2027, 3, 31)]
+    policy = Policy(tmp_path, load_rules(tmp_path / "rules.yaml", days[0]), "rev",
+                    clock=lambda: days[0])
+    assert violated(policy, "capability", "NET_ADMIN") == []
+    days[0] = dt.date(2027, 4, 1)
+    assert violated(policy, "capability", "NET_ADMIN") == ["caps"]
+    assert any("expired" in w for w in policy.warnings)
