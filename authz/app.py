@@ -66,18 +66,23 @@ def _json(payload: dict) -> Response:
     return Response(json.dumps(payload), status=200, mimetype="application/json")
 
 
-def _load_trust(config: AppConfig):
+def load_trust(policy_dir: Path, docker_host: str | None):
     """Image trust, when the policy directory has a trust policy."""
-    if not (config.policy_dir / "trust.yaml").is_file():
+    if not (policy_dir / "trust.yaml").is_file():
         return None
     from authz.trust import ImageTrust
 
-    return ImageTrust.load(config.policy_dir, config.docker_host)
+    return ImageTrust.load(policy_dir, docker_host)
 
 
-def create_app(config: AppConfig) -> Flask:
-    policy = Policy.load(config.policy_dir)
-    trust = _load_trust(config)
+def create_app(config: AppConfig, bundle=None) -> Flask:
+    """The plugin's app, deciding with ``bundle`` (a ``reload.Bundle`` the serving master
+    loaded and validated), or with the policy directory loaded here."""
+    if bundle is not None:
+        policy, trust = bundle.policy, bundle.trust
+    else:
+        policy = Policy.load(config.policy_dir)
+        trust = load_trust(config.policy_dir, config.docker_host)
     live = LiveState(DockerClient(config.docker_host)) if config.docker_host else None
     lookup_slots = threading.BoundedSemaphore(max(1, config.threads // 4))
     floor = SYSTEM_FLOOR + own_paths(config)

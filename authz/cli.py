@@ -49,10 +49,13 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         threads=threads,
         socket_path=socket_path,
     )
-    # Load once in the master so that a broken policy stops the start with a clear
-    # message, instead of workers that crash in a loop.
+    from authz.reload import PolicyHolder, pid_path
+
+    # The master loads the policy; workers are forked with it (a broken policy stops the
+    # start with a clear message; a broken reload keeps the running one).
     try:
-        startup = create_app(config)
+        holder = PolicyHolder(config.policy_dir, docker_host, socket_path)
+        startup = create_app(config, holder.bundle)
     except Exception as exc:  # noqa: BLE001 - any load failure stops the start
         raise click.ClickException(f"cannot load the policy from {config.policy_dir}: {exc}")
     for warning in startup.config["PYAUTHZ_WARNINGS"]:
@@ -60,10 +63,58 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
     click.echo(f"pyauthz: serving on {socket_path} with policy {config.policy_dir} "
                f"(revision {startup.config['PYAUTHZ_REVISION']})", err=True)
     try:
-        serve(lambda: create_app(config),
-              ServeOptions(socket_path=socket_path, workers=workers, threads=threads))
+        serve(lambda: create_app(config, holder.bundle),
+              ServeOptions(socket_path=socket_path, workers=workers, threads=threads,
+                           on_reload=holder.reload, pidfile=str(pid_path(socket_path))))
     except SocketInUse as exc:
         raise click.ClickException(str(exc))
+
+
+@main.command("reload")
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+              help="The socket of the running pyauthz to reload.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(1, 600),
+              help="Seconds to wait for the running plugin to report the reload.")
+def reload_command(socket_path, timeout) -> None:
+    """Validate the running plugin's policy directory, make it reload (SIGHUP), wait, and
+    report the revision in force. Exit 0: the new revision decides; 1: the policy does not
+    load (nothing was signalled) or the reload failed (the old revision keeps deciding);
+    2: the plugin is not running or did not answer in time."""
+    import os
+    import signal
+    import time
+
+    from authz.reload import load_bundle, read_state
+
+    before = read_state(socket_path)
+    if before is None:
+        click.echo(f"pyauthz reload: no running pyauthz for {socket_path} (no state file)", err=True)
+        sys.exit(2)
+    directory = Path(before["policy_dir"])
+    try:
+        expected = load_bundle(directory, None).policy.revision
+    except Exception as exc:  # noqa: BLE001 - report and leave the plugin alone
+        click.echo(f"pyauthz reload: {directory} does not load, nothing reloaded; revision "
+                   f"{before['revision'][:12]} keeps deciding:\n{exc}", err=True)
+        sys.exit(1)
+    try:
+        os.kill(int(before["pid"]), signal.SIGHUP)
+    except (OSError, ValueError, KeyError) as exc:
+        click.echo(f"pyauthz reload: cannot signal the plugin: {exc}", err=True)
+        sys.exit(2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        after = read_state(socket_path)
+        if after is not None and after.get("reloads", 0) > before.get("reloads", 0):
+            if after.get("last_error"):
+                click.echo(f"pyauthz reload: failed, revision {after['revision'][:12]} keeps "
+                           f"deciding: {after['last_error']}", err=True)
+                sys.exit(1)
+            click.echo(f"pyauthz reload: revision {after['revision']} in force")
+            sys.exit(0 if after["revision"] == expected else 1)
+        time.sleep(0.1)
+    click.echo(f"pyauthz reload: no answer from the plugin within {timeout:g}s", err=True)
+    sys.exit(2)
 
 
 @main.command("check-policy")
@@ -72,15 +123,15 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
 def check_policy_command(policy_dir) -> None:
     """Load a policy directory as `serve` would, and report problems (exit 1) or a summary.
 
-    Run it before sending SIGHUP to a running plugin: a policy that does not load stops the
-    plugin's workers, and dockerd then fails every call until it is fixed."""
-    from authz.app import AppConfig, _load_trust
+    A running plugin that is reloaded with a policy that does not load keeps its running
+    revision; `pyauthz reload` checks first and says which revision is in force."""
+    from authz.app import load_trust
     from authz.policy import Policy
 
     directory = policy_dir or default_policy_dir()
     try:
         policy = Policy.load(directory)
-        trust = _load_trust(AppConfig(policy_dir=directory))  # serve's default docker host
+        trust = load_trust(directory, "unix:///var/run/docker.sock")  # serve's default
     except Exception as exc:  # noqa: BLE001
         raise click.ClickException(str(exc))
     ruleset = policy.ruleset

@@ -33,6 +33,9 @@ class ServeOptions:
     # A request to the plugin that takes longer than this is a bug; the worker is
     # restarted (dockerd sees a transport error, which it answers with HTTP 500: closed).
     timeout: int = 30
+    # Runs in the master on SIGHUP, before any worker is replaced (the safe reload).
+    on_reload: Callable[[], object] | None = None
+    pidfile: str | None = None
 
 
 def prepare_socket_path(path: str) -> None:
@@ -87,10 +90,17 @@ class _GunicornApp(BaseApplication):
             "errorlog": "-",
             "loglevel": "warning",
             "proc_name": "pyauthz",
-            # Load the app (and the policy) in each worker, after the fork, so that
-            # SIGHUP to the master re-reads the policy files.
+            # The app is made in each worker after the fork, from the policy the master
+            # holds (authz/reload.py): SIGHUP makes the master load and validate the policy
+            # directory before any worker is replaced.
             "preload_app": False,
         }
+        if o.on_reload is not None:
+            hook = o.on_reload
+            settings["on_reload"] = lambda arbiter: hook()
+        if o.pidfile:
+            os.makedirs(os.path.dirname(o.pidfile), mode=0o755, exist_ok=True)
+            settings["pidfile"] = o.pidfile
         for key, value in settings.items():
             self.cfg.set(key, value)
         if self._post_fork is not None:

@@ -1,0 +1,123 @@
+"""Safe policy reloads: the master loads and validates, workers only ever get a good policy.
+
+``pyauthz serve`` loads the policy directory in the gunicorn master (``PolicyHolder``); workers
+are forked with it in memory and never read the directory themselves. SIGHUP (or
+``pyauthz reload``) makes the master load the directory again *before* any worker is
+replaced: a policy that does not load, or a directory that changes while it is read (an
+editor's rename, a git checkout), leaves the running revision deciding. Each reload's outcome
+is one log line and is written to a small state file beside the pid file, which
+``pyauthz reload`` reads to report the revision in force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from authz.policy.engine import Policy, policy_revision
+
+STATE_DIR = Path("/run/pyauthz")
+SETTLE_SECONDS = 0.25
+LOAD_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One loaded policy directory: the rules and, when trust.yaml exists, image trust."""
+
+    policy: Policy
+    trust: Any
+
+
+class UnstablePolicy(Exception):
+    """The policy directory changed while it was read."""
+
+
+def load_bundle(policy_dir: Path, docker_host: str | None,
+                settle: float = SETTLE_SECONDS) -> Bundle:
+    """Load the directory, and only if its contents stayed the same from before the read
+    until ``settle`` seconds after it: a half-written directory is never served."""
+    from authz.app import load_trust
+
+    last = None
+    for _ in range(LOAD_ATTEMPTS):
+        before = policy_revision(policy_dir)
+        policy = Policy.load(policy_dir)
+        trust = load_trust(policy_dir, docker_host)
+        time.sleep(settle)
+        after = policy_revision(policy_dir)
+        if before == after == policy.revision:
+            return Bundle(policy, trust)
+        last = (before[:12], after[:12])
+    raise UnstablePolicy(f"{policy_dir} changed while it was read (revisions {last[0]} and "
+                         f"{last[1]}); finish writing it, then reload again")
+
+
+def state_path(socket_path: str) -> Path:
+    return STATE_DIR / (Path(socket_path).name.removesuffix(".sock") + ".state.json")
+
+
+def pid_path(socket_path: str) -> Path:
+    return STATE_DIR / (Path(socket_path).name.removesuffix(".sock") + ".pid")
+
+
+class PolicyHolder:
+    """The master's current policy, replaced only by one that loads."""
+
+    def __init__(self, policy_dir: Path, docker_host: str | None, socket_path: str):
+        self.policy_dir = policy_dir
+        self.docker_host = docker_host
+        self.socket_path = socket_path
+        self.bundle = load_bundle(policy_dir, docker_host, settle=0)
+        self.reloads = 0
+        self.failures = 0
+        self.last_error = ""
+        self.write_state()
+
+    def reload(self) -> bool:
+        """Load the directory again; keep the running policy when that fails."""
+        self.reloads += 1
+        try:
+            bundle = load_bundle(self.policy_dir, self.docker_host)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the running policy
+            self.failures += 1
+            self.last_error = " ".join(str(exc).split())[:2000]
+            print(f"pyauthz: reload failed, revision {self.bundle.policy.revision[:12]} keeps "
+                  f"deciding: {self.last_error}", file=sys.stderr, flush=True)
+            self.write_state()
+            return False
+        self.bundle = bundle
+        self.last_error = ""
+        print(f"pyauthz: reloaded {self.policy_dir}: revision {bundle.policy.revision[:12]}",
+              file=sys.stderr, flush=True)
+        self.write_state()
+        return True
+
+    def state(self) -> dict:
+        return {"pid": os.getpid(), "policy_dir": str(self.policy_dir),
+                "revision": self.bundle.policy.revision, "reloads": self.reloads,
+                "failed_reloads": self.failures, "last_error": self.last_error,
+                "time": time.time()}
+
+    def write_state(self) -> None:
+        """Best effort: the state file only informs ``pyauthz reload``."""
+        path = state_path(self.socket_path)
+        try:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.state()))
+            os.replace(tmp, path)
+        except OSError as exc:
+            print(f"pyauthz: cannot write {path}: {exc.strerror}", file=sys.stderr, flush=True)
+
+
+def read_state(socket_path: str) -> dict | None:
+    try:
+        return json.loads(state_path(socket_path).read_text())
+    except (OSError, ValueError):
+        return None

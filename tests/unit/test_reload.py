@@ -1,0 +1,45 @@
+"""The master's policy holder: only a policy that loads, from a directory that holds still,
+replaces the running one."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from authz import reload as reload_mod
+from authz.reload import PolicyHolder, UnstablePolicy, load_bundle
+
+SHIPPED = Path(__file__).resolve().parents[2] / "policies"
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(reload_mod, "STATE_DIR", tmp_path / "state")
+    return tmp_path / "state"
+
+
+def test_a_directory_that_changes_while_read_is_not_served(tmp_path, monkeypatch):
+    policy = tmp_path / "p"
+    shutil.copytree(SHIPPED, policy)
+    revisions = iter(["a" * 64, "b" * 64] * 10)
+    monkeypatch.setattr(reload_mod, "policy_revision", lambda d: next(revisions))
+    with pytest.raises(UnstablePolicy):
+        load_bundle(policy, None, settle=0)
+
+
+def test_failed_reload_keeps_the_running_policy(tmp_path, state_dir):
+    policy = tmp_path / "p"
+    shutil.copytree(SHIPPED, policy)
+    holder = PolicyHolder(policy, None, "/run/docker/plugins/t.sock")
+    old = holder.bundle.policy.revision
+    rules = policy / "rules.yaml"
+    rules.write_text(rules.read_text() + "\nbogus: 1\n")
+    assert holder.reload() is False
+    assert holder.bundle.policy.revision == old
+    state = reload_mod.read_state("/run/docker/plugins/t.sock")
+    assert state["failed_reloads"] == 1 and "bogus" in state["last_error"]
+    rules.write_text(rules.read_text().replace("\nbogus: 1\n", "\n"))
+    (policy / "extra.txt").write_text("a new file changes the revision")
+    assert holder.reload() is True
+    assert holder.bundle.policy.revision != old
+    assert reload_mod.read_state("/run/docker/plugins/t.sock")["last_error"] == ""
