@@ -31,9 +31,14 @@ _FOLD[0x212A] = ord("k")  # KELVIN SIGN
 
 
 @functools.lru_cache(maxsize=4096)
-def go_fold(key: str) -> str:
-    """The form under which Go's decoder matches a key to an (ASCII) field name."""
+def _go_fold_cached(key: str) -> str:
     return key.translate(_FOLD)
+
+
+def go_fold(key: str) -> str:
+    """The form under which Go's decoder matches a key to an (ASCII) field name. Field names
+    are short: only short keys are memoized (a request's keys are its own to choose)."""
+    return _go_fold_cached(key) if len(key) <= 64 else key.translate(_FOLD)
 
 
 class GoObject:

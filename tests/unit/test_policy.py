@@ -272,3 +272,13 @@ def test_exception_expires_at_its_date_without_a_reload(tmp_path):
     days[0] = dt.date(2027, 4, 1)
     assert violated(policy, "capability", "NET_ADMIN") == ["caps"]
     assert any("expired" in w for w in policy.warnings)
+
+
+def test_the_memo_keeps_no_long_request_strings(tmp_path):
+    policy = policy_with(tmp_path, RULES)
+    for i in range(50):
+        violated(policy, "capability", f"X{i}" + "A" * 100_000)
+    assert all(len(e._cache) == 0 for e in policy._state[0])
+    for i in range(5000):
+        violated(policy, "capability", f"CAP{i}")
+    assert all(len(e._cache) <= e._CACHE_LIMIT for e in policy._state[0])
