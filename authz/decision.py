@@ -181,6 +181,24 @@ def _bound_lookups(decoded: Decoded) -> None:
                              "Split the request, or name fewer volumes and networks.")
 
 
+def _as_at_create(policy: Policy, subject: str, endpoint: str, image: str, stored: list[Fact],
+                  evaluation) -> tuple[list[Violation], list[Exemption]]:
+    """A start (exec, attach, cp) judges the container's stored configuration with the
+    policy in force now; an exception that lifts a rule for that configuration at create
+    (scoped to container.create) lifts it there too, or `docker run` would create a
+    container it can never start or attach to."""
+    violations, exemptions = list(evaluation.violations), list(evaluation.exemptions)
+    if not stored or endpoint == "container.create":
+        return violations, exemptions
+    at_create = policy.evaluate(subject, "container.create", image, stored)
+    still = {(v.rule, v.found) for v in at_create.violations}
+    from_store = {f.describe() for f in stored}
+    kept = [v for v in violations if v.found not in from_store or (v.rule, v.found) in still]
+    lifted = {(v.rule, v.found) for v in violations} - {(v.rule, v.found) for v in kept}
+    exemptions += [e for e in at_create.exemptions if (e.rule, e.found) in lifted]
+    return kept, exemptions
+
+
 def floor_paths(found: list[tuple[str, str]]) -> tuple[ProtectedPath, ...]:
     return tuple(p for path, why in found for p in floor_paths_of([path], why))
 
@@ -189,19 +207,25 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
               trust: TrustChecker | None, live: LiveState | None,
               protected: tuple[ProtectedPath, ...]) -> None:
     facts, image, started_images = list(decoded.facts), decoded.image, []
+    stored: list[Fact] = []   # the started containers' stored configuration
     if live is not None:
         _bound_lookups(decoded)
         live = live.for_decision()
         for name in decoded.starts:
             started = live.started_container(name)
             facts += started.facts
+            stored += started.facts
             if started.image_id:
                 image = image or normalize_image(started.image or started.image_id, default_tag=True)
                 started_images.append(started.image_id)
         for name in decoded.acts_on:
-            facts += live.started_container(name).facts
+            found = live.started_container(name).facts
+            facts += found
+            stored += found
         for exec_id in decoded.execs:
-            facts += live.exec_facts(exec_id)
+            found = live.exec_facts(exec_id)
+            facts += found
+            stored += [f for f in found if f.where.startswith("container.")]
         for name in decoded.plugins:
             facts += live.plugin_facts(name, decoded.endpoint, decoded.plugin_settings)
         for name, where in decoded.volumes:
@@ -222,9 +246,11 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
     floor = floor_violations(decoded.endpoint, facts, protected)
     decision.violations += floor
     evaluation = policy.evaluate(subject, decoded.endpoint, image, facts)
-    for violation in evaluation.violations:
+    violations, exemptions = _as_at_create(policy, subject, decoded.endpoint, image, stored,
+                                           evaluation)
+    for violation in violations:
         (decision.violations if violation.effect == "deny" else decision.audits).append(violation)
-    decision.exemptions = list(evaluation.exemptions)
+    decision.exemptions = exemptions
     floored = {v.found for v in floor}
     decision.facts = [f for f in facts if f.describe() in floored
                       and f not in evaluation.matched_facts] + list(evaluation.matched_facts)

@@ -490,3 +490,23 @@ def test_more_confinement_is_kept(docker_env, args, rule):
     r = docker_env.docker("create", *args, BB, *TRUE, check=False)
     assert_cli_denied(docker_env, r, rule)
     assert docker_env.container_ids() == before
+
+
+def test_run_rm_with_a_create_scoped_exception_completes(start_docker_env, tmp_path):
+    """The exception example people copy is scoped to container.create: the start re-check
+    honours it, so `docker run --rm` neither fails at start nor hangs."""
+    outside = f"/var/tmp/pyauthz-test-{uuid.uuid4().hex[:8]}"
+    policy, _, _ = edited_policy(tmp_path, "\nexceptions:\n", """
+exceptions:
+  - id: var-tmp-at-create
+    rules: [host-path-roots]
+    subjects: ["*"]
+    endpoints: [container.create]
+    reason: test
+""")
+    env = start_docker_env(policy_dir=policy)
+    try:
+        r = env.docker("run", "--rm", "-v", f"{outside}:/x", BB, *TRUE, check=False, timeout=60)
+        assert r.returncode == 0, r.stderr
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)

@@ -492,3 +492,36 @@ def test_exception_values_that_can_never_match_do_not_load(tmp_path):
               - {id: e, rules: [caps], subjects: ["*"], values: [CAP_NET_ADMIN], reason: r}
         """)
     assert "without CAP_" in str(info.value)
+
+
+def test_a_create_scoped_exception_lifts_the_start_of_that_container(tmp_path):
+    """docker run --rm with an exception scoped to container.create: the start re-check
+    must not deny what the create was allowed (the CLI would wait forever)."""
+    import shutil
+
+    policy_dir = tmp_path / "p"
+    shutil.copytree(SHIPPED, policy_dir)
+    rules = policy_dir / "rules.yaml"
+    rules.write_text(rules.read_text().replace("\nexceptions:\n", """
+exceptions:
+  - id: opt-at-create
+    rules: [host-path-roots]
+    subjects: ["*"]
+    endpoints: [container.create]
+    reason: test
+""", 1))
+    policy = Policy.load(policy_dir)
+    container = {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64,
+                 "HostConfig": {"Binds": ["/opt/x:/x"]}}
+    docker = PluginDocker(containers={"web": container})
+
+    def run(uri):
+        call = AuthzRequest(phase="request", method="POST", uri=uri,
+                            headers=Headers({"Content-Length": "0"}))
+        return decide_request(call, policy, None, LiveState(docker), threading.BoundedSemaphore(4))
+
+    started = run(f"/containers/{ID}/start")
+    assert started.allow, [v.rule for v in started.violations]
+    assert [e.exception for e in started.exemptions] == ["opt-at-create"]
+    # By name, the start is still refused (target-by-id is not lifted).
+    assert rules_of(run("/containers/web/start")) == ["target-by-id"]
