@@ -384,7 +384,8 @@ HOST_INTERFACE_OPTIONS = {"bridge": "com.docker.network.bridge.name",
                           "macvlan": "parent", "ipvlan": "parent"}
 
 
-def network_option_facts(driver: str, options: dict[str, Any], where: str) -> list[Fact]:
+def network_option_facts(driver: str, options: dict[str, Any], where: str,
+                         swarm: bool = False) -> list[Fact]:
     """``docker network create -d DRIVER -o K=V``: a bridge named like an existing one
     (docker0, a host bridge) is taken over and readdressed, a macvlan/ipvlan ``parent`` puts
     containers on the host's own link; any option pyauthz does not know is refused."""
@@ -401,8 +402,10 @@ def network_option_facts(driver: str, options: dict[str, Any], where: str) -> li
                 raise canonical.noncanonical(f"{at}: interface {value[:100]!r} is not a plain "
                                              "interface name", "Name the interface plainly.")
             # A bridge name dockerd creates is the network's own; an existing one (docker0,
-            # a host bridge) is taken over. A parent is always the host's link.
-            if driver != "bridge" or value == "docker0" or os.path.exists(f"/sys/class/net/{value}"):
+            # a host bridge) is taken over. A parent is always the host's link; so is any
+            # name of a swarm-scope network (every node's agent creates it, unchecked).
+            if (driver != "bridge" or value == "docker0" or swarm
+                    or os.path.exists(f"/sys/class/net/{value}")):
                 facts.append(Fact("host-interface", value, at, f"a {driver} network on it"))
         elif known is not None and key not in known:
             raise RequestRefused(

@@ -404,7 +404,8 @@ def _network_create(target: Target, body: Body, out: Decoded) -> None:
         "network-driver", get_str(ipam, "Driver", "IPAM"), checks.BUILTIN_IPAM_DRIVERS,
         "IPAM.Driver", "an IPAM driver plugin")]
     driver = get_str(doc, "Driver")
-    out.facts += checks.network_option_facts(driver, get_map(doc, "Options"), "Options")
+    out.facts += checks.network_option_facts(driver, get_map(doc, "Options"), "Options",
+                                             swarm=get_str(doc, "Scope") == "swarm")
     config_from = get_obj(doc, "ConfigFrom")
     network = get_str(config_from, "Network", "ConfigFrom")
     if network:
@@ -478,9 +479,13 @@ def _service(target: Target, body: Body, out: Decoded) -> None:
         selinux = get_obj(privileges, "SELinuxContext", pw)
         if get_bool(selinux, "Disable", f"{pw}.SELinuxContext"):
             out.facts.append(Fact("selinux", "disable", f"{pw}.SELinuxContext.Disable"))
-        selinux_type = get_str(selinux, "Type", f"{pw}.SELinuxContext")
-        if selinux_type:
-            out.facts.append(Fact("selinux", f"type:{selinux_type}", f"{pw}.SELinuxContext.Type"))
+        # The executor turns each into a label= option (applyPrivileges), as --security-opt.
+        for field, prefix in (("User", "user"), ("Role", "role"), ("Type", "type"),
+                              ("Level", "level")):
+            value = get_str(selinux, field, f"{pw}.SELinuxContext")
+            if value:
+                out.facts.append(Fact("selinux", f"{prefix}:{value}",
+                                      f"{pw}.SELinuxContext.{field}"))
         seccomp = get_obj(privileges, "Seccomp", pw)
         mode = get_str(seccomp, "Mode", f"{pw}.Seccomp").lower()
         if mode == "unconfined":

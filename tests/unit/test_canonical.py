@@ -370,3 +370,15 @@ def test_a_new_bridge_name_is_the_networks_own():
     with pytest.raises(RequestRefused):
         decode(call("POST", "/networks/create", {"Name": "n", "Options": {
             "com.docker.network.bridge.name": "../lo"}}))
+
+
+def test_service_selinux_context_is_read_like_label_options():
+    facts = facts_of("POST", "/services/create", {"TaskTemplate": {"ContainerSpec": {
+        "Image": "i", "Privileges": {"SELinuxContext": {"User": "unconfined_u", "Role": "r",
+                                                        "Level": "s0"}}}}})
+    assert {("selinux", "user:unconfined_u"), ("selinux", "role:r"), ("selinux", "level:s0")} <= facts
+
+
+def test_swarm_scope_bridge_names_are_host_interfaces():
+    assert ("host-interface", "br-anything") in facts_of("POST", "/networks/create", {
+        "Name": "n", "Scope": "swarm", "Options": {"com.docker.network.bridge.name": "br-anything"}})

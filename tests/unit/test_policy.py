@@ -63,6 +63,7 @@ def violated(policy, kind, value, *, subject="anonymous", endpoint="container.cr
     ("selinux-disabled", ("selinux", "disable"), ("selinux", "level:s0:c1")),
     ("selinux-disabled", ("selinux", "type:unconfined_service_t"), ("selinux", "type:container_t")),
     ("selinux-disabled", ("selinux", "user:unconfined_u"), None),
+    ("selinux-disabled", ("selinux", "filetype:shadow_t"), ("selinux", "filetype:container_file_t")),
     ("driver-plugins", ("network-driver", "vendor/net"), None),
     ("driver-plugins", ("log-driver", "vendor/log"), None),
     ("masked-paths", ("masked-paths", "reduced"), None),
