@@ -123,8 +123,12 @@ def create_app(config: AppConfig, bundle=None) -> Flask:
                 app.logger.error("decision %s failed:\n%s", decision.id, traceback.format_exc())
         try:
             log.info("decision", **audit.decision_event(call, decision, policy.revision))
-        except Exception:  # noqa: BLE001
+        except audit.LogUnavailable as exc:
             # A decision that cannot be logged is not made: auditors must see every one.
+            # (The sink reports the cause itself, at most every 10 s.)
+            return _json(answer(False, f"pyauthz: the decision log cannot be written ({exc}); "
+                                       "denying"))
+        except Exception:  # noqa: BLE001
             app.logger.error("cannot write the decision log:\n%s", traceback.format_exc())
             return _json(answer(False, "pyauthz: the decision log cannot be written; denying"))
         return _json(answer(decision.allow, decision.message(policy.revision)))

@@ -9,11 +9,16 @@ build arguments in a /build URI are redacted.
 from __future__ import annotations
 
 import json
+import os
+import queue
 import re
+import stat
 import sys
+import threading
+import time
 from urllib.parse import quote
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import structlog
 
@@ -33,15 +38,126 @@ def _serialize(event: dict[str, Any], **kwargs: Any) -> bytes:
     return json.dumps(event, separators=(",", ":"), default=str, ensure_ascii=True).encode()
 
 
+# A decision waits at most this long for its log line to be written; then it is a deny.
+WRITE_TIMEOUT = 2.0
+QUEUE_LIMIT = 4096
+
+
+class LogUnavailable(Exception):
+    """The decision log could not take the line in time (blocked sink, full disk...)."""
+
+
+class _Pending:
+    __slots__ = ("line", "done", "error", "cancelled")
+
+    def __init__(self, line: bytes):
+        self.line, self.done, self.error, self.cancelled = line, threading.Event(), None, False
+
+
+class LogSink:
+    """Where decision lines go: a file (opened O_APPEND, created 0600, reopened when it is
+    rotated or removed) or stdout. One writer thread per process does the writes, so that a
+    sink that stops reading makes decisions wait at most ``WRITE_TIMEOUT`` and then deny,
+    never hang; a line that is written only in part is cut off again (a file), so that it
+    never tears the next one."""
+
+    def __init__(self, path: Path | None, timeout: float = WRITE_TIMEOUT, fd: int | None = None):
+        self.path = path
+        self.timeout = timeout
+        if fd is not None:
+            self._fd = fd
+        else:
+            self._fd = self._open() if path is not None else sys.stdout.fileno()
+        self._queue: queue.Queue[_Pending] = queue.Queue(QUEUE_LIMIT)
+        self._writer = threading.Thread(target=self._run, name="pyauthz-log", daemon=True)
+        self._writer.start()
+        self._last_complaint = 0.0
+
+    def _open(self) -> int:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        mode = os.fstat(fd).st_mode
+        if mode & 0o007:
+            os.fchmod(fd, mode & 0o770)  # never world-readable
+        return fd
+
+    def write(self, line: bytes) -> None:
+        """Write one line, or raise LogUnavailable within the timeout."""
+        item = _Pending(line)
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            raise LogUnavailable("the decision log is not keeping up") from None
+        if not item.done.wait(self.timeout):
+            item.cancelled = True  # the writer drops it: this decision is answered deny
+            raise LogUnavailable(f"the decision log took more than {self.timeout:g}s")
+        if item.error is not None:
+            raise LogUnavailable(item.error)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item.cancelled:
+                continue
+            try:
+                self._write(item.line)
+            except OSError as exc:
+                item.error = f"cannot write the decision log: {exc.strerror or exc}"
+                self._complain(item.error)
+            item.done.set()
+
+    def _write(self, line: bytes) -> None:
+        if self.path is not None:
+            self._follow_rotation()
+        fd = self._fd
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        start = os.lseek(fd, 0, os.SEEK_END) if regular else 0
+        done = 0
+        try:
+            while done < len(line):
+                done += os.write(fd, line[done:])
+        except OSError:
+            if regular and done:
+                os.ftruncate(fd, start)  # no torn line for the next one to follow
+            raise
+
+    def _follow_rotation(self) -> None:
+        """logrotate (create) renames the file and makes a new one: follow the path."""
+        try:
+            current = os.stat(self.path)
+            mine = os.fstat(self._fd)
+            if (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+                return
+        except FileNotFoundError:
+            pass
+        old, self._fd = self._fd, self._open()
+        os.close(old)
+
+    def _complain(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last_complaint > 10:
+            self._last_complaint = now
+            print(f"pyauthz: {text}; denying until it can be written", file=sys.stderr, flush=True)
+
+
+class _SinkLogger:
+    """structlog's end of the chain: one rendered line to the sink. (Not structlog's
+    BytesLogger, whose lock would make each waiting decision queue behind a blocked one.)"""
+
+    def __init__(self, sink: LogSink):
+        self.sink = sink
+
+    def msg(self, message: bytes) -> None:
+        self.sink.write(message + b"\n")
+
+    info = msg
+
+
 def make_logger(log_file: Path | None) -> Any:
-    stream: BinaryIO
-    if log_file is None:
-        stream = sys.stdout.buffer
-    else:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        stream = open(log_file, "ab", buffering=0)  # noqa: SIM115 - lives as long as the app
+    sink = LogSink(log_file)
     return structlog.wrap_logger(
-        structlog.BytesLogger(stream),
+        _SinkLogger(sink),
         processors=[
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
             structlog.processors.JSONRenderer(serializer=_serialize),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,14 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         socket_path=socket_path,
     )
     from authz.reload import PolicyHolder, pid_path
+
+    if log_file is not None:
+        try:  # a log problem is reported as one, not as a policy that does not load
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise click.ClickException(f"cannot open the decision log {log_file}: "
+                                       f"{exc.strerror or exc}")
 
     # The master loads the policy; workers are forked with it (a broken policy stops the
     # start with a clear message; a broken reload keeps the running one).

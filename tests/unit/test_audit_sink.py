@@ -1,0 +1,100 @@
+"""The decision log can neither hang nor tear (issue 7, part 5)."""
+
+import json
+import os
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+from authz.audit import LogSink, LogUnavailable
+
+
+def test_a_sink_that_stops_reading_is_a_deny_within_the_bound():
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    sink = LogSink(None, timeout=0.3, fd=w)
+    results = []
+
+    def decide():
+        started = time.monotonic()
+        try:
+            sink.write(b'{"d":1}\n')
+            results.append("written")
+        except LogUnavailable:
+            results.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=decide) for _ in range(8)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    # Every decision answered (as a deny) within about the bound, in parallel, none hung.
+    assert len(results) == 8 and all(isinstance(x, float) and x < 1.0 for x in results)
+    assert time.monotonic() - started < 2.0
+    os.close(r)
+
+
+def test_a_full_device_is_a_deny():
+    fd = os.open("/dev/full", os.O_WRONLY)
+    sink = LogSink(None, timeout=1.0, fd=fd)
+    with pytest.raises(LogUnavailable) as info:
+        sink.write(b'{"d":1}\n')
+    assert "No space" in str(info.value)
+
+
+def test_rotation_is_followed_and_the_file_is_private(tmp_path):
+    path = tmp_path / "log" / "decisions.jsonl"
+    sink = LogSink(path, timeout=1.0)
+    sink.write(b'{"n":1}\n')
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    os.rename(path, tmp_path / "log" / "decisions.jsonl.1")   # logrotate, create mode
+    sink.write(b'{"n":2}\n')
+    assert (tmp_path / "log" / "decisions.jsonl.1").read_bytes() == b'{"n":1}\n'
+    assert path.read_bytes() == b'{"n":2}\n'
+    path.unlink()                                              # removed by hand
+    sink.write(b'{"n":3}\n')
+    assert path.read_bytes() == b'{"n":3}\n'
+
+
+def test_an_existing_world_readable_log_is_made_private(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"")
+    os.chmod(path, 0o644)
+    LogSink(path, timeout=1.0)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_full_disk_never_tears_a_line(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        sink = LogSink(mnt / "d.jsonl", timeout=1.0)
+        line = json.dumps({"pad": "x" * 700}).encode() + b"\n"
+        written = 0
+        for _ in range(100):
+            try:
+                sink.write(line)
+                written += 1
+            except LogUnavailable:
+                break
+        else:
+            pytest.fail("the small disk never filled")
+        data = (mnt / "d.jsonl").read_bytes()
+        assert data.endswith(b"\n") and data.count(b"\n") == written
+        assert all(json.loads(x) for x in data.splitlines())
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
