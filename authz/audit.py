@@ -1,9 +1,10 @@
 """The decision log: one JSON line per decision, for auditors.
 
-Written with structlog to stdout or to a file opened for appending without buffering, so
-that each line is a single write(2) and lines from several worker processes never
-interleave. It never holds a secret: no request body, no Env values, no credentials; the
-build arguments in a /build URI are redacted.
+Rendered with structlog and written by one writer thread per process (``LogSink``) to stdout
+or to a file opened for appending: each line is one write(2), a decision waits for its line
+at most ``WRITE_TIMEOUT`` (then it is a deny, never a hang), a partial line is cut off, a
+rotated file is followed. It never holds a secret: no request body, no Env values, no
+credentials; the build arguments in a /build URI are redacted.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ class LogSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         mode = os.fstat(fd).st_mode
-        if mode & 0o007:
-            os.fchmod(fd, mode & 0o770)  # never world-readable
+        if stat.S_ISREG(mode) and mode & 0o007:
+            os.fchmod(fd, stat.S_IMODE(mode) & 0o770)  # never world-readable
         return fd
 
     def write(self, line: bytes) -> None:

@@ -126,6 +126,28 @@ def reload_command(socket_path, timeout) -> None:
     sys.exit(2)
 
 
+@main.command("health")
+@click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
+              help="The socket of the running pyauthz to check.")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Serve GET /health on this localhost address instead of checking once.")
+def health_command(socket_path, listen) -> None:
+    """Check that the running plugin makes and logs decisions (exit 0), or not (exit 1): one
+    real decision through its socket. With --listen, serve that check over HTTP."""
+    from authz.health import check, serve_health
+
+    if listen:
+        host, _, port = listen.rpartition(":")
+        if host not in ("127.0.0.1", "localhost", "::1", "[::1]") or not port.isdigit():
+            raise click.ClickException("--listen takes a loopback HOST:PORT (127.0.0.1:9901)")
+        serve_health(socket_path, host.strip("[]"), int(port))
+        return
+    health = check(socket_path)
+    click.echo(("healthy: " if health.ok else "unhealthy: ") + health.detail,
+               err=not health.ok)
+    sys.exit(0 if health.ok else 1)
+
+
 @main.command("check-policy")
 @click.argument("policy_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
                 required=False)
