@@ -68,6 +68,9 @@ def go_clean(path: str) -> str:
     return cleaned
 
 
+MAX_QUERY_PARAMS = 1024
+
+
 class Query:
     """Query values in Go's ``url.Values`` order: ``get`` returns the first value, as
     ``r.Form.Get`` does."""
@@ -79,6 +82,11 @@ class Query:
 
     @classmethod
     def parse(cls, raw: str) -> "Query":
+        if raw.count("&") >= MAX_QUERY_PARAMS:
+            # Real calls carry a handful (filters travel as one JSON value): refuse before
+            # any work, so that a 1 MiB request line costs nothing.
+            raise RequestRefused("request-uri", f"more than {MAX_QUERY_PARAMS} query parameters",
+                                 "Send fewer query parameters.")
         values: dict[str, list[str]] = {}
         for pair in raw.split("&"):
             if pair == "":

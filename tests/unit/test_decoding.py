@@ -410,3 +410,14 @@ def test_named_volumes_of_a_create_are_listed_for_lookup():
         "Binds": ["vv:/data", "/srv:/srv", "/anon"],
         "Mounts": [{"Type": "volume", "Source": "ww", "Target": "/w"}, {"Type": "volume", "Target": "/a"}]}}))
     assert [name for name, _ in decoded.volumes] == ["vv", "ww"]
+
+
+def test_request_size_bounds_are_checked_before_parsing():
+    from authz.decoding.errors import RequestRefused as Refused
+
+    with pytest.raises(Refused) as info:
+        decode(call("GET", "/containers/json?" + "&".join(["a=b"] * 2000)))
+    assert info.value.rule == "request-uri"
+    with pytest.raises(Refused) as info:
+        decode(call("POST", "/containers/create", {"Image": "i", "Labels": {f"k{i}": "" for i in range(60_000)}}))
+    assert info.value.rule == "request-body-invalid" and "members" in info.value.found
