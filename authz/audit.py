@@ -77,7 +77,11 @@ class LogSink:
     def _open(self) -> int:
         assert self.path is not None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # O_NONBLOCK for the open only: a FIFO with no reader fails (ENXIO) instead of
+        # blocking the writer for good; writes then block, bounded by the decision's wait.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                     | os.O_NONBLOCK, 0o600)
+        os.set_blocking(fd, True)
         mode = os.fstat(fd).st_mode
         if stat.S_ISREG(mode) and mode & 0o007:
             os.fchmod(fd, stat.S_IMODE(mode) & 0o770)  # never world-readable

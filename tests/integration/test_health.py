@@ -61,3 +61,33 @@ def test_unwritable_log_is_unhealthy(start_docker_env, tmp_path):
     finally:
         os.unlink(log)
     assert oct(os.stat("/dev/full").st_mode & 0o777) == oct(full_mode)  # a device is left alone
+
+
+def test_a_blocked_log_sink_denies_in_bounded_time_and_recovers(start_docker_env):
+    """The decision log becomes a FIFO that nobody reads: calls are denied within the bound
+    (never hang); once the log is a file again, decisions are made and logged again."""
+    env = start_docker_env()
+    log = env.decision_log
+    os.rename(log, str(log) + ".old")
+    os.mkfifo(log, 0o600)
+    try:
+        started = time.monotonic()
+        r = env.docker("ps", check=False, timeout=60)
+        assert r.returncode != 0 and "decision log" in r.stderr, r.stderr
+        assert time.monotonic() - started < 20
+    finally:
+        os.unlink(log)
+    env.docker("ps")  # a new file at the path: logged again
+    assert log.is_file() and log.stat().st_size > 0
+
+
+def test_a_killed_worker_is_replaced_under_load(start_docker_env):
+    env = start_docker_env()
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(env.plugin_proc.pid)],
+                                              capture_output=True, text=True).stdout.split()]
+    assert workers
+    os.kill(workers[0], signal.SIGKILL)
+    failures = sum(env.docker("ps", "-q", check=False).returncode != 0 for _ in range(20))
+    assert failures <= 2  # only a call in flight on the killed worker may fail
+    assert env.plugin_proc.poll() is None
+    assert health(env).returncode == 0
