@@ -19,7 +19,7 @@ def pyauthz_reload(env) -> subprocess.CompletedProcess:
 
 
 class Load:
-    """`docker ps` in a loop in the background; counts failures."""
+    """`docker ps` and `docker run --rm` in a loop in the background; counts failures."""
 
     def __init__(self, env):
         self.env, self.calls, self.failures, self.stop = env, 0, [], False
@@ -27,7 +27,11 @@ class Load:
 
     def run(self):
         while not self.stop:
-            r = self.env.docker("ps", "-q", check=False, timeout=60)
+            if self.calls % 4 == 3:
+                r = self.env.docker("run", "--rm", "--network", "none", "local/busybox:1",
+                                    "/bin/busybox", "true", check=False, timeout=60)
+            else:
+                r = self.env.docker("ps", "-q", check=False, timeout=60)
             self.calls += 1
             if r.returncode != 0:
                 self.failures.append(r.stderr.strip())
