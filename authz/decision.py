@@ -242,7 +242,11 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
         raise RequestRefused("request-state", "plugin settings are resolved against the "
                              "plugin's config in dockerd, and the plugin reads no dockerd state "
                              "(--docker-host '')", "Run pyauthz with --docker-host.")
-    facts += auto_restart_facts(facts)
+    derived = auto_restart_facts(facts)
+    facts += derived
+    # What the container was created with (and what follows from it), never how this
+    # request names it: the target is judged for this request only.
+    stored = [f for f in stored + derived if f.where.startswith("container.")]
     floor = floor_violations(decoded.endpoint, facts, protected)
     decision.violations += floor
     evaluation = policy.evaluate(subject, decoded.endpoint, image, facts)

@@ -525,3 +525,35 @@ exceptions:
     assert [e.exception for e in started.exemptions] == ["opt-at-create"]
     # By name, the start is still refused (target-by-id is not lifted).
     assert rules_of(run("/containers/web/start")) == ["target-by-id"]
+
+
+def test_create_scoped_exceptions_lift_only_the_containers_configuration(tmp_path):
+    """How a start names its container, and an exec's own privileges, are this request's:
+    an exception scoped to container.create does not reach them."""
+    import shutil
+
+    policy_dir = tmp_path / "p"
+    shutil.copytree(SHIPPED, policy_dir)
+    rules = policy_dir / "rules.yaml"
+    rules.write_text(rules.read_text().replace("\nexceptions:\n", """
+exceptions:
+  - id: at-create
+    rules: [target-by-id, privileged]
+    subjects: ["*"]
+    endpoints: [container.create]
+    reason: test
+""", 1))
+    policy = Policy.load(policy_dir)
+    container = {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64, "HostConfig": {}}
+    execs = {"1" * 64: {"ContainerID": ID, "ProcessConfig": {"privileged": True}}}
+    docker = PluginDocker(containers={"web": container}, execs=execs)
+
+    def run(uri, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        call = AuthzRequest(phase="request", method="POST", uri=uri, body=data,
+                            headers=Headers({"Content-Type": "application/json",
+                                             "Content-Length": str(len(data) if data else 0)}))
+        return decide_request(call, policy, None, LiveState(docker), threading.BoundedSemaphore(4))
+
+    assert rules_of(run("/containers/web/start")) == ["target-by-id"]
+    assert rules_of(run(f"/exec/{'1' * 64}/start", {"Detach": True})) == ["privileged"]
