@@ -9,6 +9,7 @@ credentials; the build arguments in a /build URI are redacted.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
@@ -49,10 +50,11 @@ class LogUnavailable(Exception):
 
 
 class _Pending:
-    __slots__ = ("line", "done", "error", "cancelled")
+    __slots__ = ("line", "done", "error", "cancelled", "picked")
 
     def __init__(self, line: bytes):
-        self.line, self.done, self.error, self.cancelled = line, threading.Event(), None, False
+        self.line, self.done, self.error = line, threading.Event(), None
+        self.cancelled = self.picked = False
 
 
 class LogSink:
@@ -96,15 +98,33 @@ class LogSink:
             raise LogUnavailable("the decision log is not keeping up") from None
         if not item.done.wait(self.timeout):
             item.cancelled = True  # the writer drops it: this decision is answered deny
+            if item.picked:
+                # The writer is already writing it (to a sink that stalled): when it lands,
+                # this line follows it and says the decision was answered deny after all.
+                self._void(item.line)
             raise LogUnavailable(f"the decision log took more than {self.timeout:g}s")
         if item.error is not None:
             raise LogUnavailable(item.error)
+
+    def _void(self, line: bytes) -> None:
+        try:
+            decision_id = json.loads(line).get("decision_id")
+        except (ValueError, AttributeError):
+            decision_id = None
+        void = json.dumps({"event": "decision-void", "decision_id": decision_id, "allow": False,
+                           "reason": f"its line took more than {self.timeout:g}s to write; "
+                                     "the call was answered deny"}).encode() + b"\n"
+        try:
+            self._queue.put_nowait(_Pending(void))
+        except queue.Full:
+            pass
 
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item.cancelled:
                 continue
+            item.picked = True
             try:
                 self._write(item.line)
             except OSError as exc:
@@ -116,16 +136,26 @@ class LogSink:
         if self.path is not None:
             self._follow_rotation()
         fd = self._fd
-        regular = stat.S_ISREG(os.fstat(fd).st_mode)
-        start = os.lseek(fd, 0, os.SEEK_END) if regular else 0
-        done = 0
-        try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            done = 0
             while done < len(line):
                 done += os.write(fd, line[done:])
-        except OSError:
-            if regular and done:
-                os.ftruncate(fd, start)  # no torn line for the next one to follow
-            raise
+            return
+        # Every worker appends to the same file: under the lock, the end before this line is
+        # where a partial line is cut back to, and no other worker's line can be after it.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            done = 0
+            try:
+                while done < len(line):
+                    done += os.write(fd, line[done:])
+            except OSError:
+                if done:
+                    os.ftruncate(fd, start)  # no torn line for the next one to follow
+                raise
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _follow_rotation(self) -> None:
         """logrotate (create) renames the file and makes a new one: follow the path."""

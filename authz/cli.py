@@ -107,7 +107,11 @@ def reload_command(socket_path, timeout) -> None:
                    f"{before['revision'][:12]} keeps deciding:\n{exc}", err=True)
         sys.exit(1)
     try:
-        os.kill(int(before["pid"]), signal.SIGHUP)
+        pid = int(before["pid"])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"authz" not in f.read():  # "python -m authz serve", "gunicorn: master [pyauthz]"
+                raise OSError(f"process {pid} is not pyauthz (a stale state file?)")
+        os.kill(pid, signal.SIGHUP)
     except (OSError, ValueError, KeyError) as exc:
         click.echo(f"pyauthz reload: cannot signal the plugin: {exc}", err=True)
         sys.exit(2)

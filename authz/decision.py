@@ -190,12 +190,14 @@ def _as_at_create(policy: Policy, subject: str, endpoint: str, image: str, store
     violations, exemptions = list(evaluation.violations), list(evaluation.exemptions)
     if not stored or endpoint == "container.create":
         return violations, exemptions
+    # Only what an exception lifts at create is lifted: a rule scoped to exec or attach (that
+    # does not apply at create at all) still denies.
     at_create = policy.evaluate(subject, "container.create", image, stored)
-    still = {(v.rule, v.found) for v in at_create.violations}
+    lifted = {(e.rule, e.found): e for e in at_create.exemptions}
     from_store = {f.describe() for f in stored}
-    kept = [v for v in violations if v.found not in from_store or (v.rule, v.found) in still]
-    lifted = {(v.rule, v.found) for v in violations} - {(v.rule, v.found) for v in kept}
-    exemptions += [e for e in at_create.exemptions if (e.rule, e.found) in lifted]
+    kept = [v for v in violations if v.found not in from_store or (v.rule, v.found) not in lifted]
+    exemptions += [lifted[(v.rule, v.found)] for v in violations
+                   if v.found in from_store and (v.rule, v.found) in lifted]
     return kept, exemptions
 
 
@@ -219,13 +221,17 @@ def _evaluate(decision: Decision, decoded: Decoded, subject: str, policy: Policy
                 image = image or normalize_image(started.image or started.image_id, default_tag=True)
                 started_images.append(started.image_id)
         for name in decoded.acts_on:
-            found = live.started_container(name).facts
-            facts += found
-            stored += found
+            inside = live.started_container(name)
+            facts += inside.facts
+            stored += inside.facts
+            if inside.image_id:  # image-scoped exceptions see the container's image
+                image = image or normalize_image(inside.image or inside.image_id, default_tag=True)
         for exec_id in decoded.execs:
-            found = live.exec_facts(exec_id)
+            found, inside = live.exec_facts(exec_id)
             facts += found
             stored += [f for f in found if f.where.startswith("container.")]
+            if inside is not None and inside.image_id:
+                image = image or normalize_image(inside.image or inside.image_id, default_tag=True)
         for name in decoded.plugins:
             facts += live.plugin_facts(name, decoded.endpoint, decoded.plugin_settings)
         for name, where in decoded.volumes:

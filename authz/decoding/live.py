@@ -152,22 +152,23 @@ class LiveState:
                 facts += self.volume_facts(mount["Name"], at)
         return facts
 
-    def exec_facts(self, exec_id: str) -> list[Fact]:
+    def exec_facts(self, exec_id: str) -> tuple[list[Fact], "StartedContainer | None"]:
         """Starting exec ``exec_id`` (dockerd finds it by exact id only): its own privileges
-        and its container's stored configuration, as the exec runs with both."""
+        and its container's stored configuration, as the exec runs with both; and the
+        container."""
         try:
             info = self.docker.inspect_exec(exec_id, self._budget())
         except (DockerError, DeadlineExceeded) as exc:
             raise _unavailable(f"exec {exec_id[:100]!r}", exc) from None
         if info is None:
-            return []  # dockerd answers 404; exec ids are dockerd's random ids, never chosen
+            return [], None  # dockerd answers 404; exec ids are dockerd's random ids
         facts: list[Fact] = []
         process = info.get("ProcessConfig")
         if isinstance(process, dict) and process.get("privileged") is True:
             facts.append(Fact("privileged", "true", "exec.ProcessConfig.privileged",
                               "the exec was created --privileged"))
         container = self.started_container(info["ContainerID"])
-        return facts + [f for f in container.facts if f.kind != "target"]
+        return facts + [f for f in container.facts if f.kind != "target"], container
 
     def plugin_facts(self, name: str, endpoint: str, settings: list[str]) -> list[Fact]:
         """A plugin acted on: how the request names it, the interfaces it implements (an

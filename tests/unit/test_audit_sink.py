@@ -98,3 +98,32 @@ def test_a_full_disk_never_tears_a_line(tmp_path):
         assert all(json.loads(x) for x in data.splitlines())
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_line_written_after_its_decision_timed_out_is_voided():
+    """The writer was already writing the line when the decision gave up (and answered
+    deny): a decision-void line for the same id follows it once the sink drains."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    filled = 0
+    try:
+        while True:
+            filled += os.write(w, b"x" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    sink = LogSink(None, timeout=0.3, fd=w)
+    with pytest.raises(LogUnavailable):
+        sink.write(json.dumps({"decision_id": "abc", "allow": True}).encode() + b"\n")
+    drained = b""
+    os.set_blocking(r, False)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and b"decision-void" not in drained:
+        try:
+            drained += os.read(r, 1 << 20)
+        except BlockingIOError:
+            time.sleep(0.05)
+    lines = [json.loads(x) for x in drained[filled:].splitlines() if x.strip()]
+    assert lines[0] == {"decision_id": "abc", "allow": True}
+    assert lines[1]["event"] == "decision-void" and lines[1]["decision_id"] == "abc"
+    assert lines[1]["allow"] is False

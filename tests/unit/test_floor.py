@@ -557,3 +557,47 @@ exceptions:
 
     assert rules_of(run("/containers/web/start")) == ["target-by-id"]
     assert rules_of(run(f"/exec/{'1' * 64}/start", {"Detach": True})) == ["privileged"]
+
+
+def test_rules_scoped_to_exec_still_deny_and_image_exceptions_carry_over(tmp_path):
+    import shutil
+
+    policy_dir = tmp_path / "p"
+    shutil.copytree(SHIPPED, policy_dir)
+    rules = policy_dir / "rules.yaml"
+    text = rules.read_text().replace("\nrules:\n", """
+rules:
+  - id: no-exec-into-secrets
+    match: {fact: host-path, paths: [/srv/secret], endpoints: [exec.create, container.attach]}
+    message: m
+    fix: f
+""", 1).replace("\nexceptions:\n", """
+exceptions:
+  - id: app-opt
+    rules: [host-path-roots]
+    subjects: ["*"]
+    images: ["docker.io/library/app:*"]
+    endpoints: [container.create]
+    reason: test
+""", 1)
+    rules.write_text(text)
+    policy = Policy.load(policy_dir)
+    secret = {"Id": ID, "Name": "/s", "Image": "sha256:" + "a" * 64, "Config": {"Image": "other"},
+              "HostConfig": {"Binds": ["/srv/secret:/s"]}}
+    opt = {"Id": "b" * 64, "Name": "/o", "Image": "sha256:" + "b" * 64, "Config": {"Image": "app:1"},
+           "HostConfig": {"Binds": ["/opt/x:/x"]}}
+    docker = PluginDocker(containers={"s": secret, "o": opt})
+
+    def run(uri, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        call = AuthzRequest(phase="request", method="POST", uri=uri, body=data,
+                            headers=Headers({"Content-Type": "application/json",
+                                             "Content-Length": str(len(data) if data else 0)}))
+        return decide_request(call, policy, None, LiveState(docker), threading.BoundedSemaphore(4))
+
+    assert rules_of(run(f"/containers/{ID}/exec", {"Cmd": ["sh"]})) == ["no-exec-into-secrets"]
+    assert rules_of(run(f"/containers/{ID}/attach?stream=1")) == ["no-exec-into-secrets"]
+    assert run(f"/containers/{ID}/start").allow
+    # The image-scoped create exception applies to attach of that container (docker run -it).
+    assert run(f"/containers/{'b' * 64}/attach?stream=1").allow
+    assert run(f"/containers/{'b' * 64}/start").allow
