@@ -486,12 +486,12 @@ class DockerEnv:
                     pass
         finally:
             _stop(self.plugin_proc)
-            try:
-                os.unlink(self.plugin_socket)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                pass
+            for leftover in (self.plugin_socket, f"/run/pyauthz/{self.name}.state.json",
+                             f"/run/pyauthz/{self.name}.pid"):
+                try:
+                    os.unlink(leftover)
+                except OSError:
+                    pass
             _unmount_under(marker)
             if os.environ.get("PYAUTHZ_KEEP_TEST_DIRS") != "1":
                 shutil.rmtree(self.workdir, ignore_errors=True)

@@ -120,8 +120,21 @@ class PluginDocker(FakeDocker):
         return {"DockerRootDir": "/data/docker"}
 
 
-def decide(uri, body=None, docker=None, method="POST"):
-    policy = Policy.load(SHIPPED)
+def shipped_with(tmp_path, old, new):
+    """A copy of the shipped policy with ``old`` replaced by ``new`` in rules.yaml."""
+    import shutil
+
+    policy_dir = tmp_path / "p"
+    shutil.copytree(SHIPPED, policy_dir)
+    rules = policy_dir / "rules.yaml"
+    text = rules.read_text()
+    assert old in text
+    rules.write_text(text.replace(old, new, 1))
+    return Policy.load(policy_dir)
+
+
+def decide(uri, body=None, docker=None, method="POST", policy=None):
+    policy = policy or Policy.load(SHIPPED)
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json", "Content-Length": str(len(data) if data else 0)}
     call = AuthzRequest(phase="request", method=method, uri=uri, body=data, headers=Headers(headers))
@@ -497,81 +510,45 @@ def test_exception_values_that_can_never_match_do_not_load(tmp_path):
 def test_a_create_scoped_exception_lifts_the_start_of_that_container(tmp_path):
     """docker run --rm with an exception scoped to container.create: the start re-check
     must not deny what the create was allowed (the CLI would wait forever)."""
-    import shutil
-
-    policy_dir = tmp_path / "p"
-    shutil.copytree(SHIPPED, policy_dir)
-    rules = policy_dir / "rules.yaml"
-    rules.write_text(rules.read_text().replace("\nexceptions:\n", """
+    policy = shipped_with(tmp_path, "\nexceptions:\n", """
 exceptions:
   - id: opt-at-create
     rules: [host-path-roots]
     subjects: ["*"]
     endpoints: [container.create]
     reason: test
-""", 1))
-    policy = Policy.load(policy_dir)
+""")
     container = {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64,
                  "HostConfig": {"Binds": ["/opt/x:/x"]}}
     docker = PluginDocker(containers={"web": container})
-
-    def run(uri):
-        call = AuthzRequest(phase="request", method="POST", uri=uri,
-                            headers=Headers({"Content-Length": "0"}))
-        return decide_request(call, policy, None, LiveState(docker), threading.BoundedSemaphore(4))
-
-    started = run(f"/containers/{ID}/start")
+    started = decide(f"/containers/{ID}/start", docker=docker, policy=policy)
     assert started.allow, [v.rule for v in started.violations]
     assert [e.exception for e in started.exemptions] == ["opt-at-create"]
     # By name, the start is still refused (target-by-id is not lifted).
-    assert rules_of(run("/containers/web/start")) == ["target-by-id"]
+    assert rules_of(decide("/containers/web/start", docker=docker, policy=policy)) == ["target-by-id"]
 
 
 def test_create_scoped_exceptions_lift_only_the_containers_configuration(tmp_path):
     """How a start names its container, and an exec's own privileges, are this request's:
     an exception scoped to container.create does not reach them."""
-    import shutil
-
-    policy_dir = tmp_path / "p"
-    shutil.copytree(SHIPPED, policy_dir)
-    rules = policy_dir / "rules.yaml"
-    rules.write_text(rules.read_text().replace("\nexceptions:\n", """
+    policy = shipped_with(tmp_path, "\nexceptions:\n", """
 exceptions:
   - id: at-create
     rules: [target-by-id, privileged]
     subjects: ["*"]
     endpoints: [container.create]
     reason: test
-""", 1))
-    policy = Policy.load(policy_dir)
+""")
     container = {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64, "HostConfig": {}}
     execs = {"1" * 64: {"ContainerID": ID, "ProcessConfig": {"privileged": True}}}
     docker = PluginDocker(containers={"web": container}, execs=execs)
-
-    def run(uri, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        call = AuthzRequest(phase="request", method="POST", uri=uri, body=data,
-                            headers=Headers({"Content-Type": "application/json",
-                                             "Content-Length": str(len(data) if data else 0)}))
-        return decide_request(call, policy, None, LiveState(docker), threading.BoundedSemaphore(4))
-
-    assert rules_of(run("/containers/web/start")) == ["target-by-id"]
-    assert rules_of(run(f"/exec/{'1' * 64}/start", {"Detach": True})) == ["privileged"]
+    assert rules_of(decide("/containers/web/start", docker=docker, policy=policy)) == ["target-by-id"]
+    assert rules_of(decide(f"/exec/{'1' * 64}/start", {"Detach": True}, docker=docker,
+                           policy=policy)) == ["privileged"]
 
 
 def test_rules_scoped_to_exec_still_deny_and_image_exceptions_carry_over(tmp_path):
-    import shutil
-
-    policy_dir = tmp_path / "p"
-    shutil.copytree(SHIPPED, policy_dir)
-    rules = policy_dir / "rules.yaml"
-    text = rules.read_text().replace("\nrules:\n", """
-rules:
-  - id: no-exec-into-secrets
-    match: {fact: host-path, paths: [/srv/secret], endpoints: [exec.create, container.attach]}
-    message: m
-    fix: f
-""", 1).replace("\nexceptions:\n", """
+    policy = shipped_with(tmp_path, "\nexceptions:\n", """
 exceptions:
   - id: app-opt
     rules: [host-path-roots]
@@ -579,9 +556,16 @@ exceptions:
     images: ["docker.io/library/app:*"]
     endpoints: [container.create]
     reason: test
-""", 1)
-    rules.write_text(text)
-    policy = Policy.load(policy_dir)
+""")
+    rules = policy.directory / "rules.yaml"
+    rules.write_text(rules.read_text().replace("\nrules:\n", """
+rules:
+  - id: no-exec-into-secrets
+    match: {fact: host-path, paths: [/srv/secret], endpoints: [exec.create, container.attach]}
+    message: m
+    fix: f
+""", 1))
+    policy = Policy.load(policy.directory)
     secret = {"Id": ID, "Name": "/s", "Image": "sha256:" + "a" * 64, "Config": {"Image": "other"},
               "HostConfig": {"Binds": ["/srv/secret:/s"]}}
     opt = {"Id": "b" * 64, "Name": "/o", "Image": "sha256:" + "b" * 64, "Config": {"Image": "app:1"},
@@ -589,11 +573,7 @@ exceptions:
     docker = PluginDocker(containers={"s": secret, "o": opt})
 
     def run(uri, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        call = AuthzRequest(phase="request", method="POST", uri=uri, body=data,
-                            headers=Headers({"Content-Type": "application/json",
-                                             "Content-Length": str(len(data) if data else 0)}))
-        return decide_request(call, policy, None, LiveState(docker), threading.BoundedSemaphore(4))
+        return decide(uri, body, docker=docker, policy=policy)
 
     assert rules_of(run(f"/containers/{ID}/exec", {"Cmd": ["sh"]})) == ["no-exec-into-secrets"]
     assert rules_of(run(f"/containers/{ID}/attach?stream=1")) == ["no-exec-into-secrets"]
