@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import posixpath
 import stat
 from typing import Any, Callable, Iterable, Iterator
@@ -384,6 +385,19 @@ HOST_INTERFACE_OPTIONS = {"bridge": "com.docker.network.bridge.name",
                           "macvlan": "parent", "ipvlan": "parent"}
 
 
+def _host_link(name: str) -> bool:
+    """Whether ``name`` names a link on this host as dockerd's netlink lookup does
+    (alternative names included, which /sys/class/net does not list). A name longer than an
+    interface name can be is only ever an alternative name: counted as existing."""
+    if len(name.encode("utf-8", "surrogatepass")) > 15:
+        return True
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 def network_option_facts(driver: str, options: dict[str, Any], where: str,
                          swarm: bool = False) -> list[Fact]:
     """``docker network create -d DRIVER -o K=V``: a bridge named like an existing one
@@ -404,8 +418,7 @@ def network_option_facts(driver: str, options: dict[str, Any], where: str,
             # A bridge name dockerd creates is the network's own; an existing one (docker0,
             # a host bridge) is taken over. A parent is always the host's link; so is any
             # name of a swarm-scope network (every node's agent creates it, unchecked).
-            if (driver != "bridge" or value == "docker0" or swarm
-                    or os.path.exists(f"/sys/class/net/{value}")):
+            if driver != "bridge" or value == "docker0" or swarm or _host_link(value):
                 facts.append(Fact("host-interface", value, at, f"a {driver} network on it"))
         elif known is not None and key not in known:
             raise RequestRefused(

@@ -382,3 +382,11 @@ def test_service_selinux_context_is_read_like_label_options():
 def test_swarm_scope_bridge_names_are_host_interfaces():
     assert ("host-interface", "br-anything") in facts_of("POST", "/networks/create", {
         "Name": "n", "Scope": "swarm", "Options": {"com.docker.network.bridge.name": "br-anything"}})
+
+
+def test_bridge_names_are_looked_up_like_netlink():
+    from authz.decoding import checks
+
+    assert checks._host_link("lo")
+    assert not checks._host_link("br-pyauthz-no")
+    assert checks._host_link("a-very-long-alternative-name")  # only an altname can be this long
