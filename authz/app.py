@@ -97,7 +97,6 @@ def create_app(config: AppConfig, bundle=None) -> Flask:
     app = Flask("pyauthz")
     app.config["PYAUTHZ_REVISION"] = policy.revision
     app.config["PYAUTHZ_WARNINGS"] = warnings
-    app.config["PYAUTHZ_POLICY"] = policy
 
     def handle(phase: str) -> Response:
         raw = request.get_data(cache=False)

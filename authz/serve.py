@@ -68,10 +68,9 @@ def prepare_socket_path(path: str) -> None:
 
 
 class _GunicornApp(BaseApplication):
-    def __init__(self, app_factory: Callable[[], object], options: ServeOptions, post_fork=None):
+    def __init__(self, app_factory: Callable[[], object], options: ServeOptions):
         self._factory = app_factory
         self._options = options
-        self._post_fork = post_fork
         super().__init__()
 
     def load_config(self) -> None:
@@ -103,8 +102,6 @@ class _GunicornApp(BaseApplication):
             settings["pidfile"] = o.pidfile
         for key, value in settings.items():
             self.cfg.set(key, value)
-        if self._post_fork is not None:
-            self.cfg.set("post_fork", self._post_fork)
 
     def load(self):
         return self._factory()

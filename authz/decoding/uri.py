@@ -118,12 +118,6 @@ class Query:
     def __contains__(self, key: str) -> bool:
         return key in self._values
 
-    def keys(self):
-        return self._values.keys()
-
-    def as_dict(self) -> dict[str, list[str]]:
-        return {k: list(v) for k, v in self._values.items()}
-
 
 def version_compare(a: str, b: str) -> int:
     """moby's ``api/types/versions.compare``: dot-separated, numeric, missing or

@@ -156,12 +156,6 @@ class ImageTrust:
         raises TrustPolicyError with ``file:line`` on any problem."""
         return cls(load_policy(Path(policy_dir)), docker_host)
 
-    def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
-
     # ------------------------------------------------------------------ startup
     def startup_warnings(self) -> list[str]:
         p = self.policy
