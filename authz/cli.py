@@ -58,7 +58,7 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
             os.close(os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
         except OSError as exc:
             raise click.ClickException(f"cannot open the decision log {log_file}: "
-                                       f"{exc.strerror or exc}")
+                                       f"{exc.strerror or exc}") from None
 
     # The master loads the policy; workers are forked with it (a broken policy stops the
     # start with a clear message; a broken reload keeps the running one).
@@ -66,7 +66,7 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         holder = PolicyHolder(config.policy_dir, docker_host, socket_path)
         startup = create_app(config, holder.bundle)
     except Exception as exc:  # noqa: BLE001 - any load failure stops the start
-        raise click.ClickException(f"cannot load the policy from {config.policy_dir}: {exc}")
+        raise click.ClickException(f"cannot load the policy from {config.policy_dir}: {exc}") from None
     for warning in startup.config["PYAUTHZ_WARNINGS"]:
         click.echo(f"pyauthz: warning: {warning}", err=True)
     click.echo(f"pyauthz: serving on {socket_path} with policy {config.policy_dir} "
@@ -76,7 +76,7 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
               ServeOptions(socket_path=socket_path, workers=workers, threads=threads,
                            on_reload=holder.reload, pidfile=str(pid_path(socket_path))))
     except SocketInUse as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("reload")
@@ -168,7 +168,7 @@ def check_policy_command(policy_dir) -> None:
         policy = Policy.load(directory)
         trust = load_trust(directory, "unix:///var/run/docker.sock")  # serve's default
     except Exception as exc:  # noqa: BLE001
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from None
     ruleset = policy.ruleset
     click.echo(f"{directory}: revision {policy.revision}")
     click.echo(f"  {len(ruleset.rules)} rules, {len(ruleset.exceptions)} exceptions, "

@@ -3,9 +3,10 @@
 Each request goes through dockerd's authorization chain, so through this plugin too. It is
 an ordinary read request, not marked in any way (nothing a client sends can make a request
 count as the plugin's own); the plugin's policy must allow ``GET /images/*/json``,
-``GET /containers/*/json``, ``GET /networks/*`` and ``GET /volumes/*``. It is served by another gunicorn thread
-or worker. If none is free, or dockerd does not answer, the timeout ends the wait and the
-check denies: no deadlock, and closed.
+``GET /containers/*/json``, ``GET /exec/*/json``, ``GET /plugins/*/json``, ``GET /info``,
+``GET /networks/*`` and ``GET /volumes/*``. It is served by another gunicorn thread or
+worker. If none is free, or dockerd does not answer, the timeout ends the wait and the check
+denies: no deadlock, and closed.
 """
 
 from __future__ import annotations

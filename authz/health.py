@@ -72,7 +72,7 @@ def serve_health(socket_path: str, host: str, port: int) -> None:
     """``GET /health``: 200 and the detail when healthy, 503 otherwise."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             if self.path != "/health":
                 self.send_error(404)
                 return

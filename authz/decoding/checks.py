@@ -71,9 +71,9 @@ def namespace_facts(kind: str, mode: str, where: str) -> list[Fact]:
 
 # The local volume driver: ``mount -t TYPE -o O DEVICE`` with the options as given (no
 # cleaning, no trimming; moby/sys/mount splits O on ',' and passes every word that is not a
-# mount flag to the filesystem as data; ``defaults`` and ``remount`` are data or refused here). pyauthz decides by allowing: a driver option, a
-# filesystem type's data option or a flag it does not know is refused, because it cannot
-# know whether it names a host path.
+# mount flag to the filesystem as data; ``defaults`` and ``remount`` are data or refused
+# here). pyauthz decides by allowing: a driver option, a filesystem type's data option or a
+# flag it does not know is refused, because it cannot know whether it names a host path.
 LOCAL_DRIVER_OPTIONS = frozenset({"type", "device", "o", "size"})
 MOUNT_FLAGS = frozenset({
     "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "sync",
@@ -92,7 +92,7 @@ _CIFS = frozenset({
     "gid", "forceuid", "forcegid", "noforceuid", "noforcegid", "file_mode", "dir_mode",
     "addr", "ip", "port", "sec", "seal", "iocharset", "nounix", "serverino", "noserverino",
     "cache", "actimeo", "rsize", "wsize", "nobrl", "mfsymlinks", "hard", "soft",
-    "echo_interval", "noperm", "nocase", "vers", "multiuser", "nosharesock"})
+    "echo_interval", "noperm", "nocase", "multiuser", "nosharesock"})
 # Data options each filesystem type may take: the value is no path, or (overlay) the
 # options whose values are host directories, ':'-separated for lowerdir.
 DATA_OPTIONS: dict[str, frozenset[str]] = {

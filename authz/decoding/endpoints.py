@@ -416,9 +416,9 @@ def _network_create(target: Target, body: Body, out: Decoded) -> None:
 def _secret_or_config(target: Target, body: Body, out: Decoded) -> None:
     """A secret store or templating driver is a plugin, looked up by name as a path."""
     doc = body.json(out.endpoint)
-    for field in ("Driver", "Templating"):
-        driver = get_obj(doc, field)
-        checks.plugin_name(get_str(driver, "Name", field), f"{field}.Name")
+    for key in ("Driver", "Templating"):
+        driver = get_obj(doc, key)
+        checks.plugin_name(get_str(driver, "Name", key), f"{key}.Name")
 
 
 def _swarm_update(target: Target, body: Body, out: Decoded) -> None:

@@ -37,7 +37,7 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
-from authz.deadline import Deadline, DeadlineExceeded  # noqa: E402,F401 - re-exported
+from authz.deadline import Deadline, DeadlineExceeded  # noqa: E402 - re-exported
 
 USER_AGENT = "pyauthz-trust/1"
 

@@ -210,7 +210,7 @@ class ImageTrust:
                 return fn(deadline)
             except DeadlineExceeded as exc:
                 return self._error(reference, str(exc))
-            except Exception as exc:  # noqa: BLE001 - closed: anything unexpected denies
+            except Exception as exc:
                 log.exception("image trust check failed")
                 return self._error(reference, f"internal error ({type(exc).__name__}: {exc})")
 
@@ -414,7 +414,7 @@ class ImageTrust:
                 return result
             denies.append(result)
         first = denies[0]
-        found = "; ".join(f"as {n.repository}: {d.found}" for d, n in zip(denies, names))
+        found = "; ".join(f"as {n.repository}: {d.found}" for d, n in zip(denies, names, strict=True))
         return TrustResult(False, first.rule, shown, first.digest, None, found, first.fix,
                            expected=first.expected, policy=first.policy, image_id=image_id)
 
