@@ -57,12 +57,41 @@ class _Pending:
         self.cancelled = self.picked = False
 
 
+# Filesystems whose writes do not wait on anything but this host's own disk: a line is
+# written by the deciding thread itself (a few microseconds). Anything else (stdout, a pipe,
+# NFS, FUSE) goes through the writer thread, so that a sink that stops makes decisions deny
+# within the bound instead of hanging.
+LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay",
+                               "zfs", "f2fs", "jfs", "bcachefs"})
+
+
+def filesystem_of(path: str) -> str:
+    """The filesystem type of the mount that holds ``path`` (from /proc/self/mountinfo)."""
+    path = os.path.realpath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                point = fields[4].replace("\\040", " ")
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and \
+                        len(point) >= len(best):
+                    best, fstype = point, right.split()[0]
+    except OSError:
+        return ""
+    return fstype
+
+
 class LogSink:
     """Where decision lines go: a file (opened O_APPEND, created 0600, reopened when it is
-    rotated or removed) or stdout. One writer thread per process does the writes, so that a
-    sink that stops reading makes decisions wait at most ``WRITE_TIMEOUT`` and then deny,
-    never hang; a line that is written only in part is cut off again (a file), so that it
-    never tears the next one."""
+    rotated or removed) or stdout. A file on a local filesystem is written by the deciding
+    thread under a lock; anything else by one writer thread per process, so that a sink that
+    stops reading makes decisions wait at most ``WRITE_TIMEOUT`` and then deny, never hang.
+    A line that is written only in part is cut off again (a file), so that it never tears
+    the next one."""
 
     def __init__(self, path: Path | None, timeout: float = WRITE_TIMEOUT, fd: int | None = None):
         self.path = path
@@ -71,6 +100,8 @@ class LogSink:
             self._fd = fd
         else:
             self._fd = self._open() if path is not None else sys.stdout.fileno()
+        self._lock = threading.Lock()
+        self._direct = fd is None and path is not None and self._local(self._fd)
         self._queue: queue.Queue[_Pending] = queue.Queue(QUEUE_LIMIT)
         self._writer = threading.Thread(target=self._run, name="pyauthz-log", daemon=True)
         self._writer.start()
@@ -89,8 +120,28 @@ class LogSink:
             os.fchmod(fd, stat.S_IMODE(mode) & 0o770)  # never world-readable
         return fd
 
+    def _local(self, fd: int) -> bool:
+        return (stat.S_ISREG(os.fstat(fd).st_mode) and self.path is not None
+                and filesystem_of(str(self.path)) in LOCAL_FILESYSTEMS)
+
     def write(self, line: bytes) -> None:
         """Write one line, or raise LogUnavailable within the timeout."""
+        if self._direct:
+            if not self._lock.acquire(timeout=self.timeout):
+                raise LogUnavailable(f"the decision log took more than {self.timeout:g}s")
+            try:
+                old = self._fd
+                self._follow_rotation()
+                if self._fd == old or self._local(self._fd):
+                    self._write(line, rotated=True)
+                    return
+                self._direct = False  # rotated onto something that may block: hand off
+            except OSError as exc:
+                error = f"cannot write the decision log: {exc.strerror or exc}"
+                self._complain(error)
+                raise LogUnavailable(error) from None
+            finally:
+                self._lock.release()
         item = _Pending(line)
         try:
             self._queue.put_nowait(item)
@@ -132,8 +183,8 @@ class LogSink:
                 self._complain(item.error)
             item.done.set()
 
-    def _write(self, line: bytes) -> None:
-        if self.path is not None:
+    def _write(self, line: bytes, rotated: bool = False) -> None:
+        if self.path is not None and not rotated:
             self._follow_rotation()
         fd = self._fd
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -127,3 +127,26 @@ def test_a_line_written_after_its_decision_timed_out_is_voided():
     assert lines[0] == {"decision_id": "abc", "allow": True}
     assert lines[1]["event"] == "decision-void" and lines[1]["decision_id"] == "abc"
     assert lines[1]["allow"] is False
+
+
+def test_local_files_are_written_directly_and_a_fifo_is_handed_off(tmp_path):
+    """A line to a local file costs a few microseconds (no thread hand-off); a sink that may
+    block (a FIFO put at the path, with a reader that stops reading) goes to the writer
+    thread, whose wait is bounded."""
+    path = tmp_path / "d.jsonl"
+    sink = LogSink(path, timeout=0.3)
+    assert sink._direct
+    started = time.perf_counter()
+    for _ in range(1000):
+        sink.write(b'{"n":1}\n')
+    assert (time.perf_counter() - started) / 1000 < 0.001
+    os.rename(path, tmp_path / "old")
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    try:
+        with pytest.raises(LogUnavailable):
+            for _ in range(100):  # fills the pipe, then the bound applies
+                sink.write(b'{"n":2}' + b" " * 4000 + b"\n")
+        assert not sink._direct
+    finally:
+        os.close(reader)
