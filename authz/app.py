@@ -22,7 +22,7 @@ from authz.decision import (Decision, decide_request, decide_response, new_decis
                             refusal)
 from authz.decoding.errors import RequestRefused
 from authz.decoding.live import LiveState
-from authz.dockerd import DockerClient
+from authz.moby.client import DockerClient
 from authz.policy.engine import Policy, Violation
 from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
 from authz.protocol import (IMPLEMENTS, REQUEST_PHASE, RESPONSE_PHASE, AuthzRequest,

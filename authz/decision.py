@@ -12,6 +12,8 @@ from typing import Protocol
 from authz.decoding import Decoded, RequestRefused, Target, decode
 from authz.decoding.endpoints import READ_METHODS, match_route, normalize_image
 from authz.decoding.uri import parse_target
+from authz.decoding.errors import refused_json
+from authz.moby.gojson import InvalidJSON
 from authz.decoding.facts import Fact
 from authz.decoding.canonical import path_budget
 from authz.decoding.checks import auto_restart_facts
@@ -96,7 +98,10 @@ def decide_request(call: AuthzRequest, policy: Policy, trust: TrustChecker | Non
     decision = Decision(id=new_decision_id(), phase=REQUEST_PHASE, allow=False)
     try:
         with path_budget():
-            _decide(decision, call, policy, trust, live, lookup_slots, protected)
+            try:
+                _decide(decision, call, policy, trust, live, lookup_slots, protected)
+            except InvalidJSON as exc:
+                raise refused_json(exc) from None
     except RequestRefused as exc:
         decision.violations = [refusal(exc)]
         if decision.target is None:

@@ -8,7 +8,8 @@ be read exactly as dockerd will act on it.
 from __future__ import annotations
 
 from authz.decoding.endpoints import READ_METHODS, Body, Decoded, decode_target
-from authz.decoding.errors import RequestRefused
+from authz.decoding.errors import RequestRefused, refused_json
+from authz.moby.gojson import InvalidJSON
 from authz.decoding.facts import Fact
 from authz.decoding.uri import Target, parse_target
 from authz.protocol import AuthzRequest
@@ -39,6 +40,13 @@ def _maybe_hidden_body(call: AuthzRequest) -> bool:
 
 
 def decode(call: AuthzRequest) -> tuple[Target, Decoded]:
+    try:
+        return _decode(call)
+    except InvalidJSON as exc:
+        raise refused_json(exc) from None
+
+
+def _decode(call: AuthzRequest) -> tuple[Target, Decoded]:
     target = parse_target(call.method, call.uri)
     if target.method not in READ_METHODS:
         content_type = call.headers.get("Content-Type", "")

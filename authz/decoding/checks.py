@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable, Iterator
 from authz.decoding import canonical
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
-from authz.decoding.gojson import (MAX_ITEMS, GoObject, get_bool, get_list, get_map, get_obj, get_str,
-                                   get_strings, loads)
+from authz.moby.gojson import (MAX_ITEMS, GoObject, get_bool, get_list, get_map, get_obj, get_str,
+                                   get_strings, loads, InvalidJSON)
 
 # ---------------------------------------------------------------------------------------
 # Shared normalizers
@@ -522,7 +522,7 @@ def seccomp_value(profile: str) -> str:
     try:
         action = get_str(loads(profile.encode("utf-8", "surrogatepass")), "defaultAction",
                          "seccomp profile")
-    except (RequestRefused, AttributeError):
+    except (InvalidJSON, AttributeError):
         return digest
     if action.upper() in _UNCONFINED_SECCOMP_ACTIONS:
         return "unconfined"

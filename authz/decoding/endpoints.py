@@ -15,9 +15,9 @@ from typing import Callable
 from authz.decoding import canonical, checks
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
-from authz.decoding.gojson import (MAX_ITEMS, GoObject, get_bool, get_list, get_map, get_obj, get_str,
+from authz.moby.gojson import (MAX_ITEMS, GoObject, get_bool, get_list, get_map, get_obj, get_str,
                                    get_strings, loads)
-from authz.decoding.reference import InvalidReference, parse_reference, pull_reference
+from authz.moby.reference import InvalidReference, parse_reference, pull_reference
 from authz.decoding.uri import Target
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from authz.moby.gojson import InvalidJSON
+
 
 class RequestRefused(Exception):
     """The request cannot be read exactly as dockerd will read it: deny it.
@@ -15,3 +17,9 @@ class RequestRefused(Exception):
         self.rule = rule
         self.found = found
         self.fix = fix
+
+
+def refused_json(exc: InvalidJSON) -> RequestRefused:
+    """A body (or stored config) Go would not read the same way, as a refusal."""
+    rule = "request-ambiguous" if exc.ambiguous else "request-body-invalid"
+    return RequestRefused(rule, exc.found, exc.fix)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -26,8 +25,9 @@ from dataclasses import dataclass
 from authz.decoding import canonical, checks
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
-from authz.decoding.gojson import GoObject, loads
-from authz.dockerd import DockerClient, DockerError
+from authz.moby.gojson import GoObject, loads
+from authz.moby.ids import is_full_id
+from authz.moby.client import DockerClient, DockerError
 from authz.deadline import Deadline, DeadlineExceeded
 
 # How long what dockerd reports of its own roots is reused (a new data root needs a restart
@@ -50,14 +50,11 @@ class StartedContainer:
     image: str          # the image name it was created from (Config.Image)
 
 
-_FULL_ID = re.compile(r"[0-9a-f]{64}")
-
-
 def _target_fact(name: str, info: dict, what: str = "container") -> Fact:
     """How a request names the container (or plugin) it acts on. dockerd looks the name up
     again after the plugin decides (full id, then exact name, then id prefix): only a full
     id cannot be made to point at another one in between (a rename, a remove, a create)."""
-    if _FULL_ID.fullmatch(name) and info.get("Id") == name:
+    if is_full_id(name) and info.get("Id") == name:
         value = "id"
     elif info.get("Name") in ("/" + name, name, name + ":latest"):
         value = "name"

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from authz.policy.yamlfile import StrictYaml
 from authz.decoding.endpoints import ENDPOINTS
 from authz.decoding.facts import FACT_KINDS, value_problem
 
@@ -28,6 +27,10 @@ EFFECTS = ("deny", "audit")
 
 class PolicyError(ValueError):
     """The policy files are invalid; the message names the file and line."""
+
+
+def _yaml(path: Path) -> StrictYaml:
+    return StrictYaml(path, PolicyError)
 
 
 @dataclass(frozen=True)
@@ -70,131 +73,45 @@ class RuleSet:
     path: Path
 
 
-class AmbiguousKey(yaml.YAMLError):
-    def __init__(self, key: Any, line: int, first: int):
-        super().__init__(f"duplicate key {key!r} (first at line {first}); "
-                         "YAML would keep the last one silently")
-        self.line = line
-
-    @classmethod
-    def merge(cls, line: int) -> "AmbiguousKey":
-        exc = cls.__new__(cls)
-        yaml.YAMLError.__init__(exc, "a merge key (<<): its values can be overridden silently; "
-                                     "write the entries out")
-        exc.line = line
-        return exc
-
-
-class _LineLoader(yaml.SafeLoader):
-    """Records each mapping's line as the key ``__line__``; a key given twice in one
-    mapping stops the load (YAML keeps the last silently: ``effect: deny`` followed by
-    ``effect: audit`` would load as audit-only)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise AmbiguousKey.merge(key_node.start_mark.line + 1)
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            try:
-                first = seen.get(key)
-            except TypeError:
-                first = None
-            if first is not None:
-                raise AmbiguousKey(key, line, first)
-            try:
-                seen[key] = line
-            except TypeError:
-                pass
-        mapping = super().construct_mapping(node, deep=deep)
-        mapping["__line__"] = node.start_mark.line + 1
-        return mapping
-
-
-def _fail(path: Path, line: int | None, text: str) -> PolicyError:
-    where = f"{path}:{line}" if line else str(path)
-    return PolicyError(f"{where}: {text}")
-
-
-def _strings(path: Path, item: dict, key: str, *, default: Any = None,
-             required: bool = False) -> tuple[str, ...]:
-    value = item.get(key, default)
-    line = item.get("__line__")
-    if value is None:
-        if required:
-            raise _fail(path, line, f"'{key}' is required")
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        # YAML 1.1 reads on/off/yes/no as booleans and 0777 as 511: quote such values.
-        raise _fail(path, line, f"'{key}' must be a string or a list of strings (quote "
-                                "values such as \"true\", \"on\", \"no\" or numbers)")
-    out = tuple(value)
-    if required and not out:
-        raise _fail(path, line, f"'{key}' must not be empty")
-    return out
-
-
-def _text(path: Path, item: dict, key: str, *, required: bool = True) -> str:
-    value = item.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise _fail(path, item.get("__line__"), f"'{key}' is required")
-        return ""
-    if not isinstance(value, str):
-        raise _fail(path, item.get("__line__"), f"'{key}' must be text")
-    return " ".join(value.split())
-
-
-def _check_keys(path: Path, item: dict, allowed: set[str], what: str) -> None:
-    unknown = set(item) - allowed - {"__line__"}
-    if unknown:
-        raise _fail(path, item.get("__line__"),
-                    f"unknown key(s) in {what}: {', '.join(sorted(unknown))} "
-                    f"(allowed: {', '.join(sorted(allowed))})")
-
-
 def _rule(path: Path, item: Any) -> Rule:
     if not isinstance(item, dict):
-        raise _fail(path, None, "each entry of 'rules' must be a mapping")
+        raise _yaml(path).fail(None, "each entry of 'rules' must be a mapping")
     line = item["__line__"]
-    _check_keys(path, item, {"id", "effect", "match", "message", "fix", "reference"}, "a rule")
+    _yaml(path).keys(item, {"id", "effect", "match", "message", "fix", "reference"}, "a rule")
     rule_id = item.get("id")
     if (not isinstance(rule_id, str) or not _ID.match(rule_id) or rule_id.startswith("request-")
             or rule_id in FLOOR_RULES):
-        raise _fail(path, line, f"rule id {rule_id!r} must be lowercase letters, digits, '-' or "
+        raise _yaml(path).fail(line, f"rule id {rule_id!r} must be lowercase letters, digits, '-' or "
                                 "'.', and neither start with 'request-' (reserved) nor be a built-in floor "
                                 f"rule ({', '.join(sorted(FLOOR_RULES))})")
     effect = item.get("effect", "deny")
     if effect not in EFFECTS:
-        raise _fail(path, line, f"rule {rule_id}: effect must be one of {', '.join(EFFECTS)}")
+        raise _yaml(path).fail(line, f"rule {rule_id}: effect must be one of {', '.join(EFFECTS)}")
     match = item.get("match")
     if not isinstance(match, dict):
-        raise _fail(path, line, f"rule {rule_id}: 'match' (a mapping) is required")
-    _check_keys(path, match, {"fact", "values", "paths", "outside", "except", "endpoints"},
+        raise _yaml(path).fail(line, f"rule {rule_id}: 'match' (a mapping) is required")
+    _yaml(path).keys(match, {"fact", "values", "paths", "outside", "except", "endpoints"},
                 "match")
     given = [k for k in ("values", "paths", "outside") if k in match]
     if len(given) > 1:
-        raise _fail(path, match["__line__"],
+        raise _yaml(path).fail(match["__line__"],
                     f"rule {rule_id}: give one of 'values', 'paths' or 'outside', not "
                     + " and ".join(repr(k) for k in given))
-    excepts = _strings(path, match, "except", default=[])
+    excepts = _yaml(path).strings(match, "except", default=[])
     except_op = "glob"
     if "paths" in match:
         values, op = _absolute(path, match, "paths", rule_id), "path"
     elif "outside" in match:
         if excepts:
-            raise _fail(path, match["__line__"], f"rule {rule_id}: 'outside' lists the allowed "
+            raise _yaml(path).fail(match["__line__"], f"rule {rule_id}: 'outside' lists the allowed "
                                                  "roots; it takes no 'except'")
         values, op = ("*",), "glob"
         excepts, except_op = _absolute(path, match, "outside", rule_id), "under"
     else:
-        values, op = _strings(path, match, "values", default=["*"], required=True), "glob"
-    kinds = _strings(path, match, "fact", required=True)
+        values, op = _yaml(path).strings(match, "values", default=["*"], required=True), "glob"
+    kinds = _yaml(path).strings(match, "fact", required=True)
     _known(path, match["__line__"], f"rule {rule_id}: fact", kinds, FACT_KINDS)
-    endpoints = _strings(path, match, "endpoints", default=["*"], required=True)
+    endpoints = _yaml(path).strings(match, "endpoints", default=["*"], required=True)
     _known(path, match["__line__"], f"rule {rule_id}: endpoint", endpoints, ENDPOINTS)
     if kinds == ("endpoint",):
         _known(path, match["__line__"], f"rule {rule_id}: endpoint", values + excepts, ENDPOINTS)
@@ -208,20 +125,20 @@ def _rule(path: Path, item: Any) -> Rule:
         op=op,
         excepts=excepts,
         endpoints=endpoints,
-        message=_text(path, item, "message"),
-        fix=_text(path, item, "fix"),
-        reference=_text(path, item, "reference", required=False),
+        message=_yaml(path).text(item, "message"),
+        fix=_yaml(path).text(item, "fix"),
+        reference=_yaml(path).text(item, "reference", required=False),
         line=line,
         except_op=except_op,
     )
 
 
 def _absolute(path: Path, match: dict, key: str, rule_id: str) -> tuple[str, ...]:
-    values = _strings(path, match, key, required=True)
+    values = _yaml(path).strings(match, key, required=True)
     for p in values:
         if not p.startswith("/") or (p != "/" and (p.endswith("/") or "//" in p
                                                    or "/./" in p + "/" or "/../" in p + "/")):
-            raise _fail(path, match["__line__"], f"rule {rule_id}: {key} entry {p!r} is not "
+            raise _yaml(path).fail(match["__line__"], f"rule {rule_id}: {key} entry {p!r} is not "
                                                  "absolute and canonical")
     return values
 
@@ -234,50 +151,50 @@ def _values_fit(path: Path, line: int, what: str, kinds: tuple[str, ...],
     for value in values:
         problems = [value_problem(kind, value, op) for kind in matched]
         if problems and all(problems):
-            raise _fail(path, line, f"{what}: value {value!r} can never match: {problems[0]}")
+            raise _yaml(path).fail(line, f"{what}: value {value!r} can never match: {problems[0]}")
 
 
 def _known(path: Path, line: int, what: str, patterns: tuple[str, ...], known) -> None:
     """Every pattern names at least one known value: a misspelling would never match."""
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in known):
-            raise _fail(path, line, f"{what} {pattern!r} matches nothing pyauthz reports "
+            raise _yaml(path).fail(line, f"{what} {pattern!r} matches nothing pyauthz reports "
                                     f"(known: {', '.join(sorted(known))})")
 
 
 def _exception(path: Path, item: Any, rule_ids: dict[str, Rule], today: dt.date) -> Exception_:
     if not isinstance(item, dict):
-        raise _fail(path, None, "each entry of 'exceptions' must be a mapping")
+        raise _yaml(path).fail(None, "each entry of 'exceptions' must be a mapping")
     line = item["__line__"]
-    _check_keys(path, item, {"id", "rules", "subjects", "images", "endpoints", "values",
+    _yaml(path).keys(item, {"id", "rules", "subjects", "images", "endpoints", "values",
                              "reason", "expires"}, "an exception")
     ex_id = item.get("id")
     if not isinstance(ex_id, str) or not _ID.match(ex_id):
-        raise _fail(path, line, f"exception id {ex_id!r} must be lowercase letters, digits, '-' or '.'")
-    rules = _strings(path, item, "rules", required=True)
-    endpoints = _strings(path, item, "endpoints", default=["*"], required=True)
+        raise _yaml(path).fail(line, f"exception id {ex_id!r} must be lowercase letters, digits, '-' or '.'")
+    rules = _yaml(path).strings(item, "rules", required=True)
+    endpoints = _yaml(path).strings(item, "endpoints", default=["*"], required=True)
     _known(path, line, f"exception {ex_id}: endpoint", endpoints, ENDPOINTS)
     for rule_id in rules:
         if rule_id in rule_ids and rule_ids[rule_id].kinds != ("host-path",):
             _values_fit(path, line, f"exception {ex_id}", rule_ids[rule_id].kinds,
-                        _strings(path, item, "values", default=["*"]), "glob")
+                        _yaml(path).strings(item, "values", default=["*"]), "glob")
         if rule_id not in rule_ids:
-            raise _fail(path, line, f"exception {ex_id}: no rule {rule_id!r} (request-* checks "
+            raise _yaml(path).fail(line, f"exception {ex_id}: no rule {rule_id!r} (request-* checks "
                                     "and the floor rules "
                                     f"{', '.join(sorted(FLOOR_RULES))} "
                                     "cannot be lifted)")
     expires = item.get("expires")
     if expires is not None and not isinstance(expires, dt.date):
-        raise _fail(path, line, f"exception {ex_id}: 'expires' must be a date (YYYY-MM-DD)")
+        raise _yaml(path).fail(line, f"exception {ex_id}: 'expires' must be a date (YYYY-MM-DD)")
     return Exception_(
         id=ex_id,
         rules=rules,
         # Explicit on purpose: an exception for everyone must say subjects: ["*"].
-        subjects=_strings(path, item, "subjects", required=True),
-        images=_strings(path, item, "images", default=["*"], required=True),
+        subjects=_yaml(path).strings(item, "subjects", required=True),
+        images=_yaml(path).strings(item, "images", default=["*"], required=True),
         endpoints=endpoints,
-        values=_strings(path, item, "values", default=["*"], required=True),
-        reason=_text(path, item, "reason"),
+        values=_yaml(path).strings(item, "values", default=["*"], required=True),
+        reason=_yaml(path).text(item, "reason"),
         expires=expires,
         line=line,
     )
@@ -285,46 +202,39 @@ def _exception(path: Path, item: Any, rule_ids: dict[str, Rule], today: dt.date)
 
 def load_rules(path: Path, today: dt.date | None = None) -> RuleSet:
     today = today or dt.date.today()
-    try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read: {exc.strerror}") from None
-    except AmbiguousKey as exc:
-        raise PolicyError(f"{path}:{exc.line}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    doc = _yaml(path).load()
     if not isinstance(doc, dict):
-        raise _fail(path, None, "the file must be a mapping with 'rules:'")
-    _check_keys(path, doc, {"version", "rules", "exceptions", "roles"}, "the policy")
+        raise _yaml(path).fail(None, "the file must be a mapping with 'rules:'")
+    _yaml(path).keys(doc, {"version", "rules", "exceptions", "roles"}, "the policy")
     if doc.get("version", 1) != 1:
-        raise _fail(path, doc["__line__"], "unsupported version (this pyauthz reads version 1)")
+        raise _yaml(path).fail(doc["__line__"], "unsupported version (this pyauthz reads version 1)")
     raw_rules = doc.get("rules") or []
     if not isinstance(raw_rules, list):
-        raise _fail(path, doc["__line__"], "'rules' must be a list")
+        raise _yaml(path).fail(doc["__line__"], "'rules' must be a list")
     rules = tuple(_rule(path, item) for item in raw_rules)
     seen: set[str] = set()
     for rule in rules:
         if rule.id in seen:
-            raise _fail(path, rule.line, f"duplicate rule id {rule.id!r}")
+            raise _yaml(path).fail(rule.line, f"duplicate rule id {rule.id!r}")
         seen.add(rule.id)
     raw_exceptions = doc.get("exceptions") or []
     if not isinstance(raw_exceptions, list):
-        raise _fail(path, doc["__line__"], "'exceptions' must be a list")
+        raise _yaml(path).fail(doc["__line__"], "'exceptions' must be a list")
     by_id = {rule.id: rule for rule in rules}
     exceptions = tuple(_exception(path, item, by_id, today) for item in raw_exceptions)
     ex_seen: set[str] = set()
     for ex in exceptions:
         if ex.id in ex_seen or ex.id in seen:
-            raise _fail(path, ex.line, f"duplicate id {ex.id!r}")
+            raise _yaml(path).fail(ex.line, f"duplicate id {ex.id!r}")
         ex_seen.add(ex.id)
     raw_roles = doc.get("roles") or {}
     if not isinstance(raw_roles, dict):
-        raise _fail(path, doc["__line__"], "'roles' must map a role name to its members")
+        raise _yaml(path).fail(doc["__line__"], "'roles' must map a role name to its members")
     roles: dict[str, tuple[str, ...]] = {}
     for role, members in raw_roles.items():
         if role == "__line__":
             continue
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise _fail(path, raw_roles["__line__"], f"role {role!r}: members must be a list of names")
+            raise _yaml(path).fail(raw_roles["__line__"], f"role {role!r}: members must be a list of names")
         roles[str(role)] = tuple(members)
     return RuleSet(rules=rules, exceptions=exceptions, roles=roles, path=path)

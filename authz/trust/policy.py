@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from authz.trust.keys import KeyFileError, TrustedKey, load_public_key
-from authz.decoding.reference import (
+from authz.moby.reference import (
     DEFAULT_DOMAIN,
     DOMAIN_RE,
     LEGACY_DEFAULT_DOMAINS,

@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 
 from authz.trust.policy import Credential, RegistrySettings, Timeouts
-from authz.decoding.reference import Reference
+from authz.moby.reference import Reference
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 from authz.trust.cache import TTLCache
-from authz.dockerd import DockerClient, DockerError
+from authz.moby.ids import is_full_id, is_id_prefix
+from authz.moby.client import DockerClient, DockerError
 from authz.trust.policy import (
     ACCEPT,
     REJECT,
@@ -43,7 +43,7 @@ from authz.trust.policy import (
     load_credentials,
     load_policy,
 )
-from authz.decoding.reference import (
+from authz.moby.reference import (
     SHA256_DIGEST_RE,
     InvalidReference,
     Reference,
@@ -521,18 +521,15 @@ def _display(reference) -> str:
     return text[:200]
 
 
-_HEX_RE = re.compile(r"^[0-9a-f]{1,64}$")
-
-
 def _id_behind_name(ref: Reference) -> str | None:
     """The image id (prefix) a Docker Hub official-image name may stand for when it was
     made from an id: ``library/<hex>[:latest]`` or ``library/sha256:<64 hex>``."""
     if ref.domain != "docker.io" or ref.digest or not ref.path.startswith("library/"):
         return None
     name = ref.path.removeprefix("library/")
-    if name == "sha256" and ref.tag and len(ref.tag) == 64 and _HEX_RE.match(ref.tag):
+    if name == "sha256" and ref.tag and is_full_id(ref.tag):
         return f"sha256:{ref.tag}"
-    if _HEX_RE.match(name) and ref.tag in (None, "latest"):
+    if is_id_prefix(name) and ref.tag in (None, "latest"):
         return name
     return None
 

@@ -23,8 +23,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Callable
 
-from authz.decoding.errors import RequestRefused
-from authz.decoding.gojson import get_obj, get_str, loads
+from authz.moby.gojson import get_obj, get_str, loads
 from authz.trust.keys import TrustedKey
 from authz.trust.policy import Identity
 from authz.trust.registry import RegistryError, RegistryNotFound
@@ -133,7 +132,7 @@ def _check_layer(i, layer, fetch_blob, digest, repository, keys, identity):
                              "docker-reference", "critical.identity")
         if critical is None:
             raise ValueError("no critical section")
-    except (RequestRefused, ValueError, AttributeError):
+    except (ValueError, AttributeError):  # InvalidJSON is a ValueError
         return ("bad", f"signed by {key.short} but the payload is not a cosign "
                        f"simple-signing payload (or names a field twice)")
     if kind != PAYLOAD_TYPE:

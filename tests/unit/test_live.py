@@ -6,7 +6,7 @@ import pytest
 
 from authz.decoding.errors import RequestRefused
 from authz.decoding.live import LiveState
-from authz.dockerd import DockerError
+from authz.moby.client import DockerError
 
 
 class FakeDocker:

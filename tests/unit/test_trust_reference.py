@@ -2,7 +2,7 @@
 
 import pytest
 
-from authz.decoding.reference import (
+from authz.moby.reference import (
     InvalidReference,
     Reference,
     is_image_id,

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 import pytest
 
 from authz.trust import ImageTrust
-from authz.decoding.reference import InvalidReference, is_image_id, parse_reference
+from authz.moby.reference import InvalidReference, is_image_id, parse_reference
 from tests.support.cosign import Key, write_trust_policy
 
 NAME = "team/app"

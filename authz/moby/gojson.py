@@ -18,7 +18,6 @@ import functools
 import json
 from typing import Any
 
-from authz.decoding.errors import RequestRefused
 
 # The most entries the plugin reads from one list or map (Binds, Mounts, Sysctls, CapAdd...).
 # Real requests have a handful; thousands are only a way to make the plugin slow, and dockerd
@@ -27,6 +26,17 @@ MAX_ITEMS = 256
 # The most ':' a body may hold (each object member has one; strings may hold more): a bound
 # on the objects a decision builds, whatever the size of the body.
 MAX_MEMBERS = 50_000
+
+class InvalidJSON(ValueError):
+    """Go would not read this JSON the same way (or it is too large to read): ``found`` says
+    what, ``fix`` how to send it. ``ambiguous`` when a struct field is given twice."""
+
+    def __init__(self, found: str, fix: str, *, ambiguous: bool = False):
+        super().__init__(found)
+        self.found = found
+        self.fix = fix
+        self.ambiguous = ambiguous
+
 
 _FOLD = {i: i + 32 for i in range(ord("A"), ord("Z") + 1)}
 _FOLD[0x017F] = ord("s")  # LATIN SMALL LETTER LONG S
@@ -68,12 +78,10 @@ class GoObject:
             return None
         if len(found) > 1:
             keys = ", ".join(repr(k) for k, _ in found)
-            raise RequestRefused(
-                "request-ambiguous",
+            raise InvalidJSON(
                 f"{_join(where, name)} is given {len(found)} times ({keys}); Go matches keys "
                 "case-insensitively, so the plugin cannot know which one dockerd would use",
-                f"Send {name!r} once.",
-            )
+                f"Send {name!r} once.", ambiguous=True)
         return found[0][1]
 
     def as_map(self) -> dict[str, Any]:
@@ -90,37 +98,34 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads(body: bytes) -> Any:
-    """Parse a request body; raises RequestRefused when Go would not read it the same."""
+    """Parse a request body; raises InvalidJSON when Go would not read it the same."""
     if body.count(b":") > MAX_MEMBERS:
         # Every member of every object has a ':'; real bodies have hundreds. Parsing
         # millions costs the plugin seconds: refuse before building any of them.
-        raise RequestRefused("request-body-invalid",
-                             f"the JSON body has more than {MAX_MEMBERS} members",
-                             "Send a smaller body.")
+        raise InvalidJSON(f"the JSON body has more than {MAX_MEMBERS} members",
+                          "Send a smaller body.")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise RequestRefused("request-body-invalid", "the JSON body is not valid UTF-8",
-                             "Send UTF-8 JSON.") from None
+        raise InvalidJSON("the JSON body is not valid UTF-8",
+                          "Send UTF-8 JSON.") from None
     try:
         return json.loads(text, object_pairs_hook=GoObject, parse_constant=_reject_constant)
     except RecursionError:
-        raise RequestRefused("request-body-invalid", "the JSON body is nested too deeply",
-                             "Send a plain JSON document.") from None
+        raise InvalidJSON("the JSON body is nested too deeply",
+                          "Send a plain JSON document.") from None
     except ValueError as exc:
-        raise RequestRefused("request-body-invalid", f"the body is not valid JSON: {exc}",
-                             "Send one valid JSON document.") from None
+        raise InvalidJSON(f"the body is not valid JSON: {exc}",
+                          "Send one valid JSON document.") from None
 
 
-def _too_many(where: str, name: str, count: int) -> RequestRefused:
-    return RequestRefused("request-body-invalid",
-                          f"{_join(where, name)} has {count} entries (the plugin reads at most "
-                          f"{MAX_ITEMS})", f"Send at most {MAX_ITEMS} entries.")
+def _too_many(where: str, name: str, count: int) -> InvalidJSON:
+    return InvalidJSON(f"{_join(where, name)} has {count} entries (the plugin reads at most "
+                       f"{MAX_ITEMS})", f"Send at most {MAX_ITEMS} entries.")
 
 
-def _wrong_type(where: str, name: str, expected: str, value: Any) -> RequestRefused:
-    return RequestRefused(
-        "request-body-invalid",
+def _wrong_type(where: str, name: str, expected: str, value: Any) -> InvalidJSON:
+    return InvalidJSON(
         f"{_join(where, name)} is {type(value).__name__}, expected {expected}",
         f"Send {name} as {expected}.",
     )

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from authz.moby.ids import is_full_id
+
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAINS = ("index.docker.io", "registry-1.docker.io")
 OFFICIAL_REPO_PREFIX = "library"
@@ -33,7 +35,6 @@ DOMAIN_RE = re.compile(rf"^{_DOMAIN}$")
 TAG_RE = re.compile(rf"^{_TAG}$")
 DIGEST_RE = re.compile(rf"^{_DIGEST}$")
 SHA256_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-IDENTIFIER_RE = re.compile(r"^[0-9a-f]{64}$")
 NAME_MAX = 255
 
 
@@ -101,7 +102,7 @@ def parse_reference(text: str) -> Reference:
     """ParseNormalizedNamed: a name, with optional ``:tag`` and ``@digest``; no default tag."""
     if not isinstance(text, str) or not text:
         raise InvalidReference("empty image reference")
-    if IDENTIFIER_RE.match(text):
+    if is_full_id(text):
         raise InvalidReference(f"{text!r} is an image id, not a repository name")
     domain, remainder = split_docker_domain(text)
     # digest first (it may contain ':'), then a tag after the last '/'
@@ -137,7 +138,7 @@ def parse_repository(text: str) -> Reference:
 
 def is_image_id(text: str) -> bool:
     """``sha256:<64 hex>`` or 64 hex: dockerd reads these as image ids, never as names."""
-    return bool(IDENTIFIER_RE.match(text) or DIGEST_RE.match(text))
+    return is_full_id(text) or bool(DIGEST_RE.match(text))
 
 
 def pull_reference(from_image: str, tag: str = "") -> Reference:

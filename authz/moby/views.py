@@ -1,0 +1,126 @@
+"""Small typed views of dockerd's inspect JSON: the one place that knows which keys of
+``GET /containers/{id}/json`` (and images, execs, plugins, networks, volumes) the plugin
+reads, and what each holds (moby ``api/types``). A key of the wrong type reads as absent:
+dockerd wrote it, and whoever reads a view decides what absent means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _dicts(value: Any) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One entry of a container's ``Mounts`` (``types.MountPoint``)."""
+    type: str            # bind, volume, tmpfs, npipe
+    source: str          # the host path dockerd mounts (cleaned by dockerd)
+    name: str            # the volume's name (type volume)
+    propagation: str
+
+    @classmethod
+    def of(cls, data: dict) -> "Mount":
+        return cls(_str(data.get("Type")), _str(data.get("Source")), _str(data.get("Name")),
+                   _str(data.get("Propagation")))
+
+
+@dataclass(frozen=True)
+class Container:
+    """``GET /containers/{id}/json``: ``Image`` is the image id, ``Config.Image`` the name
+    it was created from; ``HostConfig`` as dockerd stored it."""
+    id: str
+    name: str            # "/name"
+    image_id: str
+    image_name: str
+    host_config: dict = field(repr=False)
+    mounts: tuple[Mount, ...] = ()
+
+    @classmethod
+    def of(cls, data: dict) -> "Container":
+        return cls(_str(data.get("Id")), _str(data.get("Name")), _str(data.get("Image")),
+                   _str(_dict(data.get("Config")).get("Image")), _dict(data.get("HostConfig")),
+                   tuple(Mount.of(m) for m in _dicts(data.get("Mounts"))))
+
+
+@dataclass(frozen=True)
+class Image:
+    """``GET /images/{name}/json``: the image id and the names it has here."""
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    os: str
+    architecture: str
+    variant: str
+
+    @classmethod
+    def of(cls, data: dict) -> "Image":
+        return cls(_str(data.get("Id")), tuple(_strings(data.get("RepoTags"))),
+                   tuple(_strings(data.get("RepoDigests"))), _str(data.get("Os")),
+                   _str(data.get("Architecture")), _str(data.get("Variant")))
+
+
+@dataclass(frozen=True)
+class Exec:
+    """``GET /exec/{id}/json``: the container it runs in, and whether it is privileged."""
+    container_id: str
+    privileged: bool
+
+    @classmethod
+    def of(cls, data: dict) -> "Exec":
+        return cls(_str(data.get("ContainerID")),
+                   _dict(data.get("ProcessConfig")).get("privileged") is True)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """``GET /plugins/{name}/json``: ``Config`` is the plugin's config.json as installed."""
+    id: str
+    name: str
+    config: dict = field(repr=False)
+
+    @property
+    def interface_types(self) -> list[str]:
+        return _strings(_dict(self.config.get("Interface")).get("Types"))
+
+    @classmethod
+    def of(cls, data: dict) -> "Plugin":
+        return cls(_str(data.get("Id")), _str(data.get("Name")), _dict(data.get("Config")))
+
+
+@dataclass(frozen=True)
+class Network:
+    """``GET /networks/{id}``."""
+    name: str
+    driver: str
+    options: dict
+
+    @classmethod
+    def of(cls, data: dict) -> "Network":
+        return cls(_str(data.get("Name")), _str(data.get("Driver")), _dict(data.get("Options")))
+
+
+@dataclass(frozen=True)
+class Volume:
+    """``GET /volumes/{name}``: the driver and the options it was created with."""
+    name: str
+    driver: str
+    options: dict
+
+    @classmethod
+    def of(cls, data: dict) -> "Volume":
+        return cls(_str(data.get("Name")), _str(data.get("Driver")), _dict(data.get("Options")))
