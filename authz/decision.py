@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from authz.decoding import Decoded, RequestRefused, Target, decode
-from authz.decoding.endpoints import READ_METHODS, match_route, normalize_image
+from authz.decoding.routes import READ_METHODS, match_route, normalize_image
 from authz.decoding.uri import parse_target
 from authz.decoding.errors import refused_json
 from authz.moby.gojson import InvalidJSON

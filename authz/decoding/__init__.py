@@ -7,7 +7,8 @@ be read exactly as dockerd will act on it.
 
 from __future__ import annotations
 
-from authz.decoding.endpoints import READ_METHODS, Body, Decoded, decode_target
+from authz.decoding.findings import Body, Findings as Decoded
+from authz.decoding.routes import READ_METHODS, decode_route as decode_target
 from authz.decoding.errors import RequestRefused, refused_json
 from authz.moby.gojson import InvalidJSON
 from authz.decoding.facts import Fact

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.policy.yamlfile import StrictYaml
-from authz.decoding.endpoints import ENDPOINTS
+from authz.decoding.routes import ENDPOINTS
 from authz.decoding.facts import FACT_KINDS, value_problem
 
 # Built-in rules that no policy can define, lift or weaken (authz/policy/floor.py).
