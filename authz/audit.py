@@ -298,8 +298,8 @@ def decision_event(call: AuthzRequest, decision: Decision, revision: str) -> dic
     }
     if decision.audits:
         event["audit_violations"] = [v.as_log() for v in decision.audits]
-    if decision.exemptions:
-        event["exemptions"] = [e.as_log() for e in decision.exemptions]
+    if decision.exceptions_applied:  # published as "exemptions" (docs/decision-log.md)
+        event["exemptions"] = [e.as_log() for e in decision.exceptions_applied]
     if decision.images:
         event["images"] = decision.images
     if call.response_status is not None:

@@ -41,9 +41,10 @@ def main() -> None:
                    "for dockerd's own roots ('' turns these reads off).")
 def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_host) -> None:
     """Serve the plugin on a unix socket until SIGTERM (SIGHUP reloads the policy)."""
-    from authz.app import AppConfig, create_app
+    from authz.app import create_app
+    from authz.plugin import PluginConfig
 
-    config = AppConfig(
+    config = PluginConfig(
         policy_dir=policy_dir or default_policy_dir(),
         log_file=log_file,
         docker_host=docker_host,
@@ -160,13 +161,13 @@ def check_policy_command(policy_dir) -> None:
 
     A running plugin that is reloaded with a policy that does not load keeps its running
     revision; `pyauthz reload` checks first and says which revision is in force."""
-    from authz.app import load_trust
+    from authz.plugin import docker_client, load_trust
     from authz.policy import Policy
 
     directory = policy_dir or default_policy_dir()
     try:
         policy = Policy.load(directory)
-        trust = load_trust(directory, "unix:///var/run/docker.sock")  # serve's default
+        trust = load_trust(directory, docker_client("unix:///var/run/docker.sock"))  # serve's default
     except Exception as exc:  # noqa: BLE001
         raise click.ClickException(str(exc)) from None
     ruleset = policy.ruleset

@@ -32,6 +32,7 @@ class Bundle:
 
     policy: Policy
     trust: Any
+    docker: Any          # the dockerd client trust and state reads share (None: no reads)
 
 
 class UnstablePolicy(Exception):
@@ -42,17 +43,18 @@ def load_bundle(policy_dir: Path, docker_host: str | None,
                 settle: float = SETTLE_SECONDS) -> Bundle:
     """Load the directory, and only if its contents stayed the same from before the read
     until ``settle`` seconds after it: a half-written directory is never served."""
-    from authz.app import load_trust
+    from authz.plugin import docker_client, load_trust
 
+    docker = docker_client(docker_host)
     last = None
     for _ in range(LOAD_ATTEMPTS):
         before = policy_revision(policy_dir)
         policy = Policy.load(policy_dir)
-        trust = load_trust(policy_dir, docker_host)
+        trust = load_trust(policy_dir, docker)
         time.sleep(settle)
         after = policy_revision(policy_dir)
         if before == after == policy.revision:
-            return Bundle(policy, trust)
+            return Bundle(policy, trust, docker)
         last = (before[:12], after[:12])
     raise UnstablePolicy(f"{policy_dir} changed while it was read (revisions {last[0]} and "
                          f"{last[1]}); finish writing it, then reload again")

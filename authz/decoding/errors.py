@@ -17,6 +17,9 @@ class RequestRefused(Exception):
         self.rule = rule
         self.found = found
         self.fix = fix
+        # What decoding had found when it refused (for the decision and the log).
+        self.target = None
+        self.endpoint = "invalid"
 
 
 def refused_json(exc: InvalidJSON) -> RequestRefused:

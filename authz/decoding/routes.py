@@ -192,6 +192,7 @@ _OPTIONS = Route("OPTIONS", "/{path:.*}", _compile("/{path:.*}"), "system.option
 
 
 def match_route(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+    """The first route that matches, as mux finds it, and its path variables."""
     if path == "/debug" or path.startswith("/debug/"):
         return _DEBUG, {}
     if method == "OPTIONS":
@@ -206,23 +207,31 @@ def match_route(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
     return None, {}
 
 
-def decode_route(target: Target, body: Body) -> Findings:
-    route, params = match_route(target.method, target.path)
+def endpoint_of(method: str, route: Route | None) -> str:
+    """The canonical endpoint name of a matched route (or of an unknown one)."""
+    if route is not None:
+        return route.endpoint
+    return "unknown.read" if method in READ_METHODS else "unknown.write"
+
+
+def decode_route(target: Target, body: Body, route: Route | None,
+                 params: dict[str, str]) -> Findings:
+    """Run the route's decoder (``match_route``'s result) over the request."""
     if route is None:
         write = target.method not in READ_METHODS
         return Findings(endpoint="unknown.write" if write else "unknown.read", write=write,
-                       facts=[Fact("endpoint", "unknown.write" if write else "unknown.read",
-                                   f"{target.method} {target.path[:200]}")])
-    decoded = Findings(endpoint=route.endpoint, write=route.write, params=params)
+                        facts=[Fact("endpoint", "unknown.write" if write else "unknown.read",
+                                    f"{target.method} {target.path[:200]}")])
+    findings = Findings(endpoint=route.endpoint, write=route.write, params=params)
     if route.decoder is not None:
-        route.decoder(target, body, decoded)
-    decoded.facts.insert(0, Fact("endpoint", decoded.endpoint, f"{target.method} {route.pattern}"))
-    for ref in decoded.runs:
-        decoded.facts.append(Fact("image", normalize_image(ref, default_tag=True), "Image",
+        route.decoder(target, body, findings)
+    findings.facts.insert(0, Fact("endpoint", findings.endpoint, f"{target.method} {route.pattern}"))
+    for ref in findings.runs:
+        findings.facts.append(Fact("image", normalize_image(ref, default_tag=True), "Image",
                                   "starts a container"))
-    for ref in decoded.services:
-        decoded.facts.append(Fact("image", normalize_image(ref, default_tag=True),
+    for ref in findings.services:
+        findings.facts.append(Fact("image", normalize_image(ref, default_tag=True),
                                   "TaskTemplate.ContainerSpec.Image", "a service runs it"))
-    for ref in decoded.pulls:
-        decoded.facts.append(Fact("image", ref, "query fromImage", "pulled"))
-    return decoded
+    for ref in findings.pulls:
+        findings.facts.append(Fact("image", ref, "query fromImage", "pulled"))
+    return findings

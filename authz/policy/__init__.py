@@ -1,6 +1,6 @@
 """Policy: rules.yaml (what a security team edits) evaluated with Casbin."""
 
-from authz.policy.engine import Evaluation, Exemption, Policy, Violation
+from authz.policy.engine import Evaluation, ExceptionApplied, Policy, Violation
 from authz.policy.rules import PolicyError
 
-__all__ = ["Evaluation", "Exemption", "Policy", "PolicyError", "Violation"]
+__all__ = ["Evaluation", "ExceptionApplied", "Policy", "PolicyError", "Violation"]

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import casbin
 
 from authz.decoding.facts import Fact
-from authz.policy.rules import Exception_, PolicyError, Rule, RuleSet, load_rules
+from authz.policy.rules import PolicyException, PolicyError, Rule, RuleSet, load_rules
 
 MODEL_FILE = "model.conf"
 RULES_FILE = "rules.yaml"
@@ -33,7 +33,7 @@ RULES_FILE = "rules.yaml"
 PRIORITY_EXCEPTION = "10"
 PRIORITY_EXCEPT_VALUE = "20"
 PRIORITY_RULE = "30"
-_EXCEPT_SUFFIX = "#except"
+_EXCEPT_VALUE_MARK = "#except"
 
 
 def path_overlaps(path: str, protected: str) -> bool:
@@ -115,7 +115,7 @@ class Violation:
 
 
 @dataclass(frozen=True)
-class Exemption:
+class ExceptionApplied:
     """An exception that lifted a rule for one fact."""
 
     exception: str
@@ -129,7 +129,7 @@ class Exemption:
 @dataclass(frozen=True)
 class Evaluation:
     violations: tuple[Violation, ...]
-    exemptions: tuple[Exemption, ...]
+    exceptions_applied: tuple[ExceptionApplied, ...]
     matched_facts: tuple[Fact, ...]
 
 
@@ -153,7 +153,7 @@ class _RuleEnforcer:
     _CACHE_LIMIT = 2048
     _CACHE_KEY_BYTES = 512
 
-    def __init__(self, rule: Rule, exceptions: list[Exception_], model_path: str,
+    def __init__(self, rule: Rule, exceptions: list[PolicyException], model_path: str,
                  grouping: list[list[str]]):
         self.rule = rule
         self.exceptions = {ex.id: ex for ex in exceptions}
@@ -171,7 +171,7 @@ class _RuleEnforcer:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _lines(rule: Rule, exceptions: list[Exception_]) -> list[list[str]]:
+    def _lines(rule: Rule, exceptions: list[PolicyException]) -> list[list[str]]:
         lines: list[list[str]] = []
         for ex in exceptions:
             for sub in ex.subjects:
@@ -180,9 +180,9 @@ class _RuleEnforcer:
                         for value in ex.values:
                             lines.append([PRIORITY_EXCEPTION, sub, endpoint, image, "*", value,
                                           "glob", "allow", ex.id])
-        for value in rule.excepts:
+        for value in rule.except_values:
             lines.append([PRIORITY_EXCEPT_VALUE, "*", "*", "*", "*", value, rule.except_op,
-                          "allow", rule.id + _EXCEPT_SUFFIX])
+                          "allow", rule.id + _EXCEPT_VALUE_MARK])
         for kind in rule.kinds:
             for endpoint in rule.endpoints:
                 for value in rule.values:
@@ -200,7 +200,7 @@ class _RuleEnforcer:
         with self._lock:
             _, explain = self._enforcer.enforce_ex(subject, endpoint, image, fact.kind, fact.value)
         decided = explain[-1] if explain else None
-        if decided is not None and decided.endswith(_EXCEPT_SUFFIX):
+        if decided is not None and decided.endswith(_EXCEPT_VALUE_MARK):
             decided = None
         if len(subject) + len(image) + len(fact.value) > self._CACHE_KEY_BYTES:
             return decided  # rare and long: not worth keeping
@@ -236,7 +236,7 @@ class Policy:
         roles = self.ruleset.roles
         grouping = [[member, f"role:{role}"] for role, members in roles.items()
                     for member in members]
-        by_rule: dict[str, list[Exception_]] = {r.id: [] for r in self.ruleset.rules}
+        by_rule: dict[str, list[PolicyException]] = {r.id: [] for r in self.ruleset.rules}
         warnings, next_expiry = [], None
         for ex in self.ruleset.exceptions:
             if ex.expired(today):
@@ -288,7 +288,7 @@ class Policy:
         self._current()
         state = self._state  # one compiled set for the whole evaluation
         violations: list[Violation] = []
-        exemptions: list[Exemption] = []
+        applied: list[ExceptionApplied] = []
         matched: list[Fact] = []
         for fact in facts:
             hit = False
@@ -302,7 +302,7 @@ class Policy:
                     violations.append(Violation(rule.id, fact.describe(), rule.message, rule.fix,
                                                 rule.reference, rule.effect))
                 else:
-                    exemptions.append(Exemption(decided, rule.id, fact.describe()))
+                    applied.append(ExceptionApplied(decided, rule.id, fact.describe()))
             if hit:
                 matched.append(fact)
-        return Evaluation(tuple(violations), tuple(exemptions), tuple(matched))
+        return Evaluation(tuple(violations), tuple(applied), tuple(matched))

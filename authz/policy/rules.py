@@ -40,7 +40,7 @@ class Rule:
     kinds: tuple[str, ...]      # fact kinds (globs)
     values: tuple[str, ...]     # value globs, or host paths when op == "path"
     op: str                     # glob | path
-    excepts: tuple[str, ...]    # value globs (or roots, for ``outside:``) this rule leaves alone
+    except_values: tuple[str, ...]  # value globs (or roots, for ``outside:``) this rule leaves alone
     endpoints: tuple[str, ...]
     message: str
     fix: str
@@ -50,7 +50,7 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class Exception_:
+class PolicyException:
     id: str
     rules: tuple[str, ...]
     subjects: tuple[str, ...]
@@ -68,7 +68,7 @@ class Exception_:
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...]
-    exceptions: tuple[Exception_, ...]
+    exceptions: tuple[PolicyException, ...]
     roles: dict[str, tuple[str, ...]]   # role -> members
     path: Path
 
@@ -97,16 +97,16 @@ def _rule(path: Path, item: Any) -> Rule:
         raise _yaml(path).fail(match["__line__"],
                     f"rule {rule_id}: give one of 'values', 'paths' or 'outside', not "
                     + " and ".join(repr(k) for k in given))
-    excepts = _yaml(path).strings(match, "except", default=[])
+    except_values = _yaml(path).strings(match, "except", default=[])
     except_op = "glob"
     if "paths" in match:
         values, op = _absolute(path, match, "paths", rule_id), "path"
     elif "outside" in match:
-        if excepts:
+        if except_values:
             raise _yaml(path).fail(match["__line__"], f"rule {rule_id}: 'outside' lists the allowed "
                                                  "roots; it takes no 'except'")
         values, op = ("*",), "glob"
-        excepts, except_op = _absolute(path, match, "outside", rule_id), "under"
+        except_values, except_op = _absolute(path, match, "outside", rule_id), "under"
     else:
         values, op = _yaml(path).strings(match, "values", default=["*"], required=True), "glob"
     kinds = _yaml(path).strings(match, "fact", required=True)
@@ -114,16 +114,16 @@ def _rule(path: Path, item: Any) -> Rule:
     endpoints = _yaml(path).strings(match, "endpoints", default=["*"], required=True)
     _known(path, match["__line__"], f"rule {rule_id}: endpoint", endpoints, ENDPOINTS)
     if kinds == ("endpoint",):
-        _known(path, match["__line__"], f"rule {rule_id}: endpoint", values + excepts, ENDPOINTS)
+        _known(path, match["__line__"], f"rule {rule_id}: endpoint", values + except_values, ENDPOINTS)
     _values_fit(path, match["__line__"], f"rule {rule_id}", kinds, values, op)
-    _values_fit(path, match["__line__"], f"rule {rule_id}", kinds, excepts, except_op)
+    _values_fit(path, match["__line__"], f"rule {rule_id}", kinds, except_values, except_op)
     return Rule(
         id=rule_id,
         effect=effect,
         kinds=kinds,
         values=values,
         op=op,
-        excepts=excepts,
+        except_values=except_values,
         endpoints=endpoints,
         message=_yaml(path).text(item, "message"),
         fix=_yaml(path).text(item, "fix"),
@@ -162,7 +162,7 @@ def _known(path: Path, line: int, what: str, patterns: tuple[str, ...], known) -
                                     f"(known: {', '.join(sorted(known))})")
 
 
-def _exception(path: Path, item: Any, rule_ids: dict[str, Rule], today: dt.date) -> Exception_:
+def _exception(path: Path, item: Any, rule_ids: dict[str, Rule], today: dt.date) -> PolicyException:
     if not isinstance(item, dict):
         raise _yaml(path).fail(None, "each entry of 'exceptions' must be a mapping")
     line = item["__line__"]
@@ -186,7 +186,7 @@ def _exception(path: Path, item: Any, rule_ids: dict[str, Rule], today: dt.date)
     expires = item.get("expires")
     if expires is not None and not isinstance(expires, dt.date):
         raise _yaml(path).fail(line, f"exception {ex_id}: 'expires' must be a date (YYYY-MM-DD)")
-    return Exception_(
+    return PolicyException(
         id=ex_id,
         rules=rules,
         # Explicit on purpose: an exception for everyone must say subjects: ["*"].

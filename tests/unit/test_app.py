@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.app import AppConfig, create_app
+from authz.app import create_app
+from authz.plugin import PluginConfig
 
 SHIPPED = Path(__file__).resolve().parents[2] / "policies"
 
@@ -18,7 +19,7 @@ def plugin(tmp_path):
     for name in ("model.conf", "rules.yaml"):  # no trust.yaml: image trust is tested elsewhere
         (policy / name).write_bytes((SHIPPED / name).read_bytes())
     log = tmp_path / "decisions.log"
-    app = create_app(AppConfig(policy_dir=policy, log_file=log, docker_host=None))
+    app = create_app(PluginConfig(policy_dir=policy, log_file=log, docker_host=None))
 
     class Plugin:
         client = app.test_client()
@@ -110,12 +111,12 @@ def test_unknown_plugin_path_is_not_an_allow(plugin):
 
 
 def test_internal_error_denies(plugin, monkeypatch):
-    import authz.decision
+    import authz.plugin
 
     def boom(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(authz.decision, "decode", boom)
+    monkeypatch.setattr(authz.plugin, "decode", boom)
     answer = plugin.call(RequestMethod="GET", RequestUri="/_ping")
     assert answer["Allow"] is False and "[internal-error]" in answer["Msg"]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from authz.app import AppConfig, create_app
+from authz.app import create_app
+from authz.plugin import PluginConfig
 
 SHIPPED = Path(__file__).resolve().parents[2] / "policies"
 
@@ -23,7 +24,7 @@ def client(tmp_path_factory):
         policy.mkdir()
         for name in ("model.conf", "rules.yaml"):
             (policy / name).write_bytes((SHIPPED / name).read_bytes())
-        app = create_app(AppConfig(policy_dir=policy, log_file=policy.parent / "d.jsonl",
+        app = create_app(PluginConfig(policy_dir=policy, log_file=policy.parent / "d.jsonl",
                                    docker_host=None))
         _APP["c"] = app.test_client()
     return _APP["c"]

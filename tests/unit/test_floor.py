@@ -2,19 +2,19 @@
 policy loader: issue 6, classes 2, 3, 6, 7 and 8."""
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
 
-from authz.decision import decide_request
 from authz.decoding.facts import Fact
-from authz.decoding.live import LiveState, daemon_roots, plugin_setting_facts
+from authz.decoding.plugins import plugin_setting_facts
+from authz.moby.daemon import daemon_roots
+from authz.plugin import Plugin
 from authz.policy import Policy
 from authz.policy.floor import SYSTEM_FLOOR, floor_violations, protected
 from authz.policy.rules import PolicyError
 from authz.protocol import AuthzRequest, Headers
-from tests.unit.test_live import FakeDocker
+from tests.unit.test_state import FakeDocker
 from tests.unit.test_policy import policy_with
 
 SHIPPED = Path(__file__).resolve().parents[2] / "policies"
@@ -138,7 +138,7 @@ def decide(uri, body=None, docker=None, method="POST", policy=None):
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json", "Content-Length": str(len(data) if data else 0)}
     call = AuthzRequest(phase="request", method=method, uri=uri, body=data, headers=Headers(headers))
-    return decide_request(call, policy, None, LiveState(docker), threading.BoundedSemaphore(4))
+    return Plugin(policy, None, docker, threads=16).decide(call)
 
 
 AUTHZ_PLUGIN = {"Id": PID, "Name": "vendor/authz:latest", "Enabled": True,
@@ -196,7 +196,7 @@ def test_plugin_set_without_dockerd_state_is_refused():
     call = AuthzRequest(phase="request", method="POST", uri=f"/plugins/{PID}/set", body=data,
                         headers=Headers({"Content-Type": "application/json",
                                          "Content-Length": str(len(data))}))
-    decision = decide_request(call, policy, None, None)
+    decision = Plugin(policy).decide(call)
     assert rules_of(decision) == ["request-state"]
 
 
@@ -351,7 +351,7 @@ def test_login_is_not_refused_for_its_unseen_body():
     policy = Policy.load(SHIPPED)
     call = AuthzRequest(phase="request", method="POST", uri="/v1.41/auth",
                         headers=Headers({"Content-Type": "application/json", "Content-Length": "80"}))
-    assert decide_request(call, policy, None, None).allow
+    assert Plugin(policy).decide(call).allow
 
 
 @pytest.mark.parametrize("kind, protected_", [
@@ -379,7 +379,7 @@ def test_unquoted_yaml_scalars_that_are_not_strings_are_refused(tmp_path, value)
 
 
 def test_several_dockerds_protect_all_their_roots(monkeypatch):
-    from authz.decoding import live
+    from authz.moby import daemon as live
 
     procs = {1: ["/lib/systemd/systemd"], 10: ["/usr/bin/dockerd", "--exec-root", "/a"],
              11: ["/usr/bin/dockerd", "--exec-root=/b", "-H", "unix:///run/user/1/docker.sock"]}
@@ -414,9 +414,9 @@ def test_own_files_are_in_the_floor(tmp_path):
     import sys
 
     import authz
-    from authz.app import AppConfig, own_paths
+    from authz.plugin import PluginConfig, own_paths
 
-    config = AppConfig(policy_dir=SHIPPED, log_file=tmp_path / "log" / "d.jsonl",
+    config = PluginConfig(policy_dir=SHIPPED, log_file=tmp_path / "log" / "d.jsonl",
                        socket_path="/run/docker/plugins/pyauthz.sock",
                        docker_host="unix:///var/run/docker.sock")
     paths = own_paths(config)
@@ -523,7 +523,7 @@ exceptions:
     docker = PluginDocker(containers={"web": container})
     started = decide(f"/containers/{ID}/start", docker=docker, policy=policy)
     assert started.allow, [v.rule for v in started.violations]
-    assert [e.exception for e in started.exemptions] == ["opt-at-create"]
+    assert [e.exception for e in started.exceptions_applied] == ["opt-at-create"]
     # By name, the start is still refused (target-by-id is not lifted).
     assert rules_of(decide("/containers/web/start", docker=docker, policy=policy)) == ["target-by-id"]
 

@@ -167,7 +167,7 @@ def test_image_and_endpoint_scoped_exception(tmp_path):
     assert violated(policy, "capability", "SYS_ADMIN", image="127.0.0.1:5000/tools/a/b:1") == ["caps"]
     assert violated(policy, "capability", "SYS_ADMIN", image=img, endpoint="service.create") == ["caps"]
     result = policy.evaluate("anonymous", "container.create", img, [Fact("capability", "SYS_ADMIN", "x")])
-    assert [(e.exception, e.rule) for e in result.exemptions] == [("tool-image", "caps")]
+    assert [(e.exception, e.rule) for e in result.exceptions_applied] == [("tool-image", "caps")]
 
 
 def test_expired_exception_no_longer_applies(tmp_path):

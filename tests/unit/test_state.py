@@ -1,11 +1,12 @@
-"""Lookups of dockerd's state (authz/decoding/live.py), with a stand-in for dockerd."""
+"""Reads of dockerd's state (authz/decoding/state.py), with a stand-in for dockerd."""
 
 import json
 
 import pytest
 
 from authz.decoding.errors import RequestRefused
-from authz.decoding.live import LiveState
+from authz.decoding.lookups import Lookups
+from authz.decoding.state import DockerState
 from authz.moby.client import DockerError
 
 
@@ -42,7 +43,7 @@ class FakeDocker:
 def test_service_network_named_by_id_prefix_is_the_host_network():
     docker = FakeDocker(networks={"host": {"Id": "5b64c9dad866aa", "Name": "host", "Driver": "host"},
                                   "app": {"Id": "77aa00", "Name": "app", "Driver": "overlay"}})
-    live = LiveState(docker)
+    live = DockerState(Lookups(docker))
     assert [(f.kind, f.value) for f in live.network_facts("5b64c9", "Networks[0].Target")] == \
         [("namespace.network", "host")]
     assert live.network_facts("app", "Networks[0].Target") == []
@@ -56,14 +57,14 @@ def test_started_container_is_checked_with_its_stored_config():
     stored = {"Id": ID, "Name": "/c1", "Image": "sha256:" + "a" * 64, "Config": {"Image": "busybox"},
               "HostConfig": {"Privileged": True, "CgroupnsMode": "host", "Binds": ["/:/h"],
                              "MaskedPaths": ["/proc/asound"]}}
-    live = LiveState(FakeDocker(containers={"c1": json.loads(json.dumps(stored))}))
-    started = live.started_container("c1")
+    live = DockerState(Lookups(FakeDocker(containers={"c1": json.loads(json.dumps(stored))})))
+    started = live.acted_on("c1")
     kinds = {(f.kind, f.value) for f in started.facts}
     assert {("privileged", "true"), ("host-path", "/"), ("masked-paths", "reduced")} <= kinds
     # dockerd stores "host" as its own default on cgroup v1: not judged at start
     assert not any(f.kind == "namespace.cgroup" for f in started.facts)
     assert started.image_id == stored["Image"] and started.image == "busybox"
-    assert [(f.kind, f.value) for f in live.started_container("missing").facts] == \
+    assert [(f.kind, f.value) for f in live.acted_on("missing").facts] == \
         [("target", "missing")]
 
 
@@ -72,8 +73,8 @@ ID = "c" * 64
 
 @pytest.mark.parametrize("name, value", [(ID, "id"), ("web", "name"), ("cccc", "prefix")])
 def test_how_a_start_names_its_container(name, value):
-    live = LiveState(FakeDocker(containers={"web": {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64}}))
-    facts = live.started_container(name).facts
+    live = DockerState(Lookups(FakeDocker(containers={"web": {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64}})))
+    facts = live.acted_on(name).facts
     assert ("target", value) in {(f.kind, f.value) for f in facts}
 
 
@@ -86,23 +87,23 @@ def test_start_checks_the_mounts_dockerd_makes(tmp_path):
                              "Driver": "local"}]}
     volumes = {"vv": {"Name": "vv", "Driver": "local",
                       "Options": {"type": "none", "o": "bind", "device": "/var/run/docker.sock"}}}
-    live = LiveState(FakeDocker(containers={"heir": container}, volumes=volumes))
-    values = {(f.kind, f.value) for f in live.started_container(ID).facts}
+    live = DockerState(Lookups(FakeDocker(containers={"heir": container}, volumes=volumes)))
+    values = {(f.kind, f.value) for f in live.acted_on(ID).facts}
     assert {("host-path", "/etc"), ("host-path", "/var/run/docker.sock")} <= values
 
 
 def test_named_volume_options_are_looked_up():
     volumes = {"vv": {"Name": "vv", "Driver": "local", "Options": {"type": "proc", "device": "proc"}},
                "plain": {"Name": "plain", "Driver": "local", "Options": None}}
-    live = LiveState(FakeDocker(volumes=volumes))
+    live = DockerState(Lookups(FakeDocker(volumes=volumes)))
     assert ("volume-type", "proc") in {(f.kind, f.value) for f in live.volume_facts("vv", "HostConfig.Binds[0]")}
     assert live.volume_facts("plain", "x") == [] and live.volume_facts("absent", "x") == []
 
 
 def test_unreadable_state_refuses():
-    live = LiveState(FakeDocker(fail=True))
+    live = DockerState(Lookups(FakeDocker(fail=True)))
     with pytest.raises(RequestRefused) as info:
-        live.started_container("c1")
+        live.acted_on("c1")
     assert info.value.rule == "request-state"
     with pytest.raises(RequestRefused):
         live.network_facts("x", "Networks[0].Target")
@@ -111,7 +112,7 @@ def test_unreadable_state_refuses():
 def test_volumes_from_takes_over_the_source_containers_binds():
     stored = {"Image": "sha256:" + "a" * 64,
               "HostConfig": {"Binds": ["/var/run/docker.sock:/s"], "Privileged": True}}
-    live = LiveState(FakeDocker(containers={"admin": stored}))
+    live = DockerState(Lookups(FakeDocker(containers={"admin": stored})))
     facts = live.volumes_from_facts("admin", "HostConfig.VolumesFrom[0]")
     assert [(f.kind, f.value) for f in facts][:2] == [("target", "prefix"),
                                                       ("host-path", "/var/run/docker.sock")]
@@ -125,18 +126,18 @@ def test_decisions_that_wait_on_dockerd_are_bounded_by_lookup_slots():
     import time
     from pathlib import Path
 
-    from authz.decision import decide_request
+    from authz.plugin import Plugin
     from authz.policy import Policy
     from authz.protocol import AuthzRequest, Headers
 
     policy = Policy.load(Path(__file__).resolve().parents[2] / "policies")
-    live = LiveState(FakeDocker(containers={"web": {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64}}))
+    docker = FakeDocker(containers={"web": {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64}})
     call = AuthzRequest(phase="request", method="POST", uri=f"/v1.41/containers/{ID}/start",
                         headers=Headers({"Content-Length": "0"}))
-    slots = threading.BoundedSemaphore(1)
-    assert decide_request(call, policy, None, live, slots).allow
-    slots.acquire()
+    plugin = Plugin(policy, None, docker, threads=4)   # one slot
+    assert plugin.decide(call).allow
+    plugin.slots.acquire()
     started = time.monotonic()
-    decision = decide_request(call, policy, None, live, slots)
+    decision = plugin.decide(call)
     assert time.monotonic() - started < 2.0
     assert not decision.allow and decision.violations[0].rule == "request-state"

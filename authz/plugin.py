@@ -1,0 +1,164 @@
+"""The plugin without HTTP: dockerd's call in, the answer out, every decision logged.
+
+``Plugin.handle(phase, raw)`` is the one fail-closed place: whatever goes wrong (a call that
+cannot be read, a refused request, a bug, a decision log that cannot be written) is a deny
+that says why, and nothing is ever answered as an allow by default. Flask only adapts it to
+HTTP (``authz.app``); tests and the benchmark drive it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz import audit
+from authz.decision import ANONYMOUS, Decision, decide, new_decision_id
+from authz.decoding import Lookups, RequestRefused, decode, route_of
+from authz.decoding.lookups import DECISION_SECONDS
+from authz.moby.client import DockerClient
+from authz.policy.engine import Policy
+from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
+from authz.protocol import (REQUEST_PHASE, AuthzRequest, ProtocolError, answer,
+                            parse_call)
+
+log = logging.getLogger("pyauthz")
+
+
+@dataclass
+class PluginConfig:
+    policy_dir: Path
+    log_file: Path | None = None
+    docker_host: str | None = "unix:///var/run/docker.sock"
+    # Threads serving each worker. Decisions that wait on dockerd (whose reads come back
+    # through this plugin) may hold at most a quarter of them (decoding/lookups.py).
+    threads: int = 32
+    # The socket the plugin serves (its directory is protected from binds, as are the
+    # policy directory, the decision log's directory and dockerd's socket).
+    socket_path: str | None = None
+
+
+def own_paths(config: PluginConfig) -> tuple[ProtectedPath, ...]:
+    """pyauthz's own files, which no bind may reach: a container that can write the
+    policy, the log, the socket directory (to put its own socket there), or the code the
+    plugin runs owns the plugin."""
+    # The code it runs as root: this package and the Python environment it runs in.
+    paths = [str(config.policy_dir.resolve()), os.path.dirname(os.path.abspath(__file__)),
+             sys.prefix]
+    if config.log_file is not None:
+        paths.append(str(config.log_file.resolve().parent))
+    if config.socket_path:
+        paths.append(os.path.dirname(os.path.abspath(config.socket_path)))
+    if config.docker_host and config.docker_host.startswith("unix://"):
+        paths.append(os.path.abspath(config.docker_host[len("unix://"):]))
+    real = [os.path.realpath(p) for p in paths]
+    return protected(dict.fromkeys(paths + real), "pyauthz's own files, or dockerd's socket")
+
+
+def docker_client(docker_host: str | None) -> DockerClient | None:
+    """The one dockerd client the plugin reads state and local images with."""
+    return DockerClient(docker_host) if docker_host else None
+
+
+def load_trust(policy_dir: Path, docker: DockerClient | None):
+    """Image trust, when the policy directory has a trust policy."""
+    if not (policy_dir / "trust.yaml").is_file():
+        return None
+    from authz.trust import ImageTrust
+
+    return ImageTrust.load(policy_dir, docker)
+
+
+class Plugin:
+    """One worker's plugin: the policy, image trust and dockerd client it decides with."""
+
+    def __init__(self, policy: Policy, trust=None, docker=None, *,
+                 floor: tuple[ProtectedPath, ...] = SYSTEM_FLOOR, logger=None,
+                 threads: int = 32):
+        self.policy = policy
+        self.trust = trust
+        self.docker = docker
+        self.floor = floor
+        self.logger = logger if logger is not None else audit.make_logger(None)
+        self.slots = threading.BoundedSemaphore(max(1, threads // 4))
+        self.seconds = getattr(trust, "decision_seconds", None) or DECISION_SECONDS
+
+    @classmethod
+    def build(cls, config: PluginConfig, bundle=None) -> "Plugin":
+        """The plugin for ``config``, deciding with ``bundle`` (a ``reload.Bundle`` the
+        serving master loaded and validated), or with the policy directory loaded here."""
+        if bundle is not None:
+            policy, trust, docker = bundle.policy, bundle.trust, bundle.docker
+        else:
+            docker = docker_client(config.docker_host)
+            policy, trust = Policy.load(config.policy_dir), load_trust(config.policy_dir, docker)
+        return cls(policy, trust, docker, floor=SYSTEM_FLOOR + own_paths(config),
+                   logger=audit.make_logger(config.log_file), threads=config.threads)
+
+    def warnings(self) -> list[str]:
+        """What an operator should know at start."""
+        out = list(self.policy.warnings)
+        if self.docker is None:
+            out.append("no docker host: container starts are not re-checked against their "
+                       "stored configuration, nor service networks named by id")
+        if self.trust is not None:
+            out += self.trust.startup_warnings()
+        return out
+
+    def handle(self, phase: str, raw: bytes) -> dict:
+        """dockerd's call (the raw body of AuthZReq or AuthZRes) → the answer to send."""
+        try:
+            call = parse_call(raw, phase)
+        except ProtocolError as exc:
+            call = AuthzRequest(phase=phase)
+            decision = Decision(id=new_decision_id(), phase=phase, allow=False)
+            decision.refuse("protocol", str(exc), "Report this to the pyauthz maintainers.")
+        else:
+            decision = self.decide(call)
+        revision = self.policy.revision
+        try:
+            self.logger.info("decision", **audit.decision_event(call, decision, revision))
+        except audit.LogUnavailable as exc:
+            # A decision that cannot be logged is not made: auditors must see every one.
+            # (The sink reports the cause itself, at most every 10 s.)
+            return answer(False, f"pyauthz: the decision log cannot be written ({exc}); denying")
+        except Exception:  # noqa: BLE001 - whatever the fault, the decision is not made
+            log.error("cannot write the decision log:\n%s", traceback.format_exc())
+            return answer(False, "pyauthz: the decision log cannot be written; denying")
+        return answer(decision.allow, decision.message(revision))
+
+    def decide(self, call: AuthzRequest) -> Decision:
+        """The decision on one call; never raises (a failure is a deny that says why)."""
+        started = time.perf_counter()
+        decision = Decision(id=new_decision_id(), phase=call.phase, allow=False)
+        try:
+            if call.phase == REQUEST_PHASE:
+                self._decide_request(call, decision)
+            else:
+                # The response phase records what happened to an allowed request. It cannot
+                # undo it (the container exists by now), so it allows.
+                decision.target, decision.endpoint = route_of(call)
+                decision.allow = True
+        except RequestRefused as exc:
+            if decision.target is None:  # refused while decoding: what it had found
+                decision.target, decision.endpoint = exc.target, exc.endpoint
+            decision.refuse(exc.rule, exc.found, exc.fix)
+        except Exception as exc:  # noqa: BLE001 - fail closed, whatever it was
+            decision = Decision(id=decision.id, phase=call.phase, allow=False)
+            decision.refuse("internal-error", f"{type(exc).__name__}: {str(exc)[:300]}",
+                            "Report the decision id to the pyauthz maintainers.")
+            log.error("decision %s failed:\n%s", decision.id, traceback.format_exc())
+        decision.duration_ms = (time.perf_counter() - started) * 1000
+        return decision
+
+    def _decide_request(self, call: AuthzRequest, decision: Decision) -> None:
+        """Decode (dockerd's state included), then decide, under one set of lookups."""
+        with Lookups(self.docker, self.slots, self.seconds) as lookups:
+            request = decode(call, lookups)
+            decide(decision, request, call.user or ANONYMOUS, self.policy, self.trust,
+                   lookups, self.floor)
