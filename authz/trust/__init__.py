@@ -6,7 +6,8 @@ worker, then ``check_pull`` / ``check_service`` / ``check_run`` per request; eac
 """
 
 from authz.trust.keys import TrustedKey, fingerprint
-from authz.trust.policy import TrustPolicy, TrustPolicyError, load_policy
+from authz.trust.policy import TrustPolicy, TrustPolicyError
+from authz.trust.policyfile import load_policy
 from authz.moby.reference import InvalidReference, Reference, parse_reference, pull_reference
 from authz.trust.service import (
     RULE_ACCEPTED,

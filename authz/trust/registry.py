@@ -24,8 +24,10 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
-from authz.trust.policy import Credential, RegistrySettings, Timeouts
+from authz.deadline import Deadline, DeadlineExceeded
 from authz.moby.reference import Reference
+from authz.trust.credentials import Credential
+from authz.trust.policy import RegistrySettings, Timeouts
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -37,7 +39,6 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 64 * 1024
-from authz.deadline import Deadline, DeadlineExceeded  # noqa: E402 - re-exported
 
 USER_AGENT = "pyauthz-trust/1"
 

@@ -34,15 +34,9 @@ from typing import Callable
 from authz.trust.cache import TTLCache
 from authz.moby.ids import is_full_id, is_id_prefix
 from authz.moby.client import DockerClient, DockerError
-from authz.trust.policy import (
-    ACCEPT,
-    REJECT,
-    Requirement,
-    TrustPolicy,
-    credentials_mode_warning,
-    load_credentials,
-    load_policy,
-)
+from authz.trust.credentials import credentials_mode_warning, load_credentials
+from authz.trust.policy import ACCEPT, REJECT, Requirement, TrustPolicy
+from authz.trust.policyfile import load_policy
 from authz.moby.reference import (
     SHA256_DIGEST_RE,
     InvalidReference,

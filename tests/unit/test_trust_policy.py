@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from authz.trust import ImageTrust, TrustPolicyError, load_policy, parse_reference
-from authz.trust.policy import ACCEPT, REJECT, SIGNATURE, load_credentials, parse_pattern
+from authz.trust.credentials import load_credentials
+from authz.trust.policy import ACCEPT, REJECT, SIGNATURE, parse_pattern
 from tests.support.cosign import Key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
