@@ -1,15 +1,23 @@
 """Image trust: only images with a valid cosign signature by a trusted key are pulled and run.
 
-See docs/trust.md. The pipeline calls ``ImageTrust.load(policy_dir, docker_host)`` once per
-worker, then ``check_pull`` / ``check_service`` / ``check_run`` per request; each returns a
-``TrustResult`` (``allowed``, ``message``, ``log_fields()``).
+See docs/trust.md. The plugin calls ``ImageTrust.load(policy_dir, docker)`` once per policy
+load (``docker``: its one ``DockerClient``, or None), then ``check_pull`` / ``check_service`` /
+``check_run`` per image, passing the decision's ``Deadline`` (sized with
+``decision_seconds``); each returns a ``TrustResult`` (``allowed``, ``message``,
+``log_fields()``, and ``violation()`` when it denies).
+
+Layout: ``service.py`` (the ``ImageTrust`` facade: loading, warnings, the bounded pool),
+``remote.py`` (pulls and services: the registry and the signatures), ``local.py`` (create
+and start: the local image), ``result.py``, ``policy.py`` (the policy model),
+``policyfile.py`` and ``trustyaml.py`` (reading trust.yaml), ``credentials.py``, ``keys.py``,
+``signatures.py`` (cosign), ``registry.py`` (the OCI client), ``cache.py``.
 """
 
+from authz.moby.reference import InvalidReference, Reference, parse_reference, pull_reference
 from authz.trust.keys import TrustedKey, fingerprint
 from authz.trust.policy import TrustPolicy, TrustPolicyError
 from authz.trust.policyfile import load_policy
-from authz.moby.reference import InvalidReference, Reference, parse_reference, pull_reference
-from authz.trust.service import (
+from authz.trust.result import (
     RULE_ACCEPTED,
     RULE_ERROR,
     RULE_EXCEPTION,
@@ -17,9 +25,9 @@ from authz.trust.service import (
     RULE_REFERENCE,
     RULE_REJECTED,
     RULE_SIGNATURE,
-    ImageTrust,
     TrustResult,
 )
+from authz.trust.service import ImageTrust
 
 __all__ = [
     "ImageTrust", "TrustResult", "TrustPolicy", "TrustPolicyError", "TrustedKey", "Reference",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from authz.moby.client import DockerClient
 from authz.trust import ImageTrust, TrustPolicyError, load_policy, parse_reference
 from authz.trust.credentials import load_credentials
 from authz.trust.policy import ACCEPT, REJECT, SIGNATURE, parse_pattern
@@ -150,7 +151,7 @@ def test_inline_pem_and_fingerprint_pin(tmp_path, keys):
 
 
 def test_startup_warnings_list_exceptions_and_plain_http(tmp_path, keys):
-    trust = ImageTrust(load_policy(write(tmp_path, FULL, keys)), "unix:///nonexistent.sock")
+    trust = ImageTrust(load_policy(write(tmp_path, FULL, keys)), DockerClient("unix:///nonexistent.sock"))
     warnings = "\n".join(trust.startup_warnings())
     assert "vendor image, SEC-1" in warnings
     assert "internal build farm" in warnings

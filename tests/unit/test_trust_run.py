@@ -13,8 +13,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from authz.trust import ImageTrust
+from authz.moby.client import DockerClient
 from authz.moby.reference import InvalidReference, is_image_id, parse_reference
+from authz.trust import ImageTrust
 from tests.support.cosign import Key, write_trust_policy
 
 NAME = "team/app"
@@ -127,7 +128,7 @@ def dockerd(tmp_path):
 def make_trust(tmp_path, registry, dockerd, key, extra="", **kw) -> ImageTrust:
     write_trust_policy(tmp_path / "p", keys={"team": key}, insecure=[registry.host], extra=extra,
                        **kw)
-    return ImageTrust(ImageTrust.load(tmp_path / "p", None).policy, dockerd.host)
+    return ImageTrust(ImageTrust.load(tmp_path / "p", None).policy, DockerClient(dockerd.host))
 
 
 @pytest.fixture
@@ -317,7 +318,7 @@ def test_dockerd_refuses_the_inspect(registry, dockerd, trust):
 
 def test_dockerd_missing(tmp_path, registry, key):
     write_trust_policy(tmp_path, keys={"team": key}, insecure=[registry.host])
-    trust = ImageTrust.load(tmp_path, f"unix://{tmp_path}/nothing.sock")
+    trust = ImageTrust.load(tmp_path, DockerClient(f"unix://{tmp_path}/nothing.sock"))
     result = trust.check_run("busybox")
     assert not result.allowed and "cannot reach dockerd" in result.found
     assert not ImageTrust.load(tmp_path, None).check_run("busybox").allowed
@@ -350,7 +351,7 @@ def test_registry_down_uses_a_cached_run_verification(tmp_path, pusher, registry
 
 def test_no_key_configured_denies_with_where_to_add_it(tmp_path, registry, dockerd):
     write_trust_policy(tmp_path, keys={}, insecure=[registry.host])
-    trust = ImageTrust.load(tmp_path, dockerd.host)
+    trust = ImageTrust.load(tmp_path, DockerClient(dockerd.host))
     dockerd.add("sha256:" + "6" * 64, tags=["local/busybox:1"])
     result = trust.check_run("local/busybox:1")
     assert not result.allowed and "no trusted key" in result.found
