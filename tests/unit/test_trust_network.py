@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from authz.deadline import Deadline
 from authz.trust import ImageTrust
 from authz.trust.cache import TTLCache
 from tests.support.cosign import Key, Pusher, write_trust_policy
@@ -188,6 +189,31 @@ def test_deadline_caps_long_read_timeouts(tmp_path, key):
     assert elapsed < 1.0 + 1.0, elapsed
 
 
+def test_the_decisions_deadline_bounds_the_check(tmp_path, key):
+    """A caller's deadline (what is left of the decision's budget) replaces the check's own
+    timeouts.decision, and the caller's wait is bounded by what is left of it."""
+    with HangServer() as hang:
+        trust = policy_for(tmp_path, key, hang.host)      # timeouts.decision: 4 s
+        assert trust.decision_seconds == trust.policy.timeouts.decision == 4.0
+        for check in (trust.check_pull, trust.check_service):
+            started = time.monotonic()
+            result = check(f"{hang.host}/{NAME}:1", Deadline(0.5))
+            elapsed = time.monotonic() - started
+            assert not result.allowed and "timed out" in result.found, result.found
+            assert 0.4 < elapsed < 0.5 + 0.5, elapsed
+
+
+def test_a_spent_deadline_denies_at_once(tmp_path, key):
+    with HangServer() as hang:
+        trust = policy_for(tmp_path, key, hang.host)
+        spent = Deadline(0.0)
+        started = time.monotonic()
+        result = trust.check_pull(f"{hang.host}/{NAME}:1", spent)
+        assert time.monotonic() - started < 0.5
+    assert not result.allowed and result.rule == "image-trust-error", result.found
+    assert "decision deadline (0s) reached" in result.found, result.found
+
+
 class DripServer:
     """Answers 200 with a large Content-Length, then one byte every 0.2 s."""
 
@@ -235,7 +261,8 @@ def test_dripping_registry_cannot_stretch_the_decision(tmp_path, key):
         elapsed = time.monotonic() - started
     finally:
         drip.close()
-    assert not result.allowed and "deadline" in result.found, result.found
+    assert not result.allowed and result.rule == "image-trust-error", result.found
+    assert "decision deadline (0s) reached" in result.found, result.found
     assert elapsed < 1.5 + 1.0, elapsed
 
 

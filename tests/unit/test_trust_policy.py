@@ -223,6 +223,51 @@ def test_validation_errors_name_file_and_line(tmp_path, text, line, fragment):
     assert fragment in message, message
 
 
+# trust.yaml is read by the same strict reader as rules.yaml (policy/yamlfile.py): what YAML
+# would take silently is refused, at the line of what is wrong.
+@pytest.mark.parametrize("text, line, fragment", [
+    ("version: 1\nrules:\n  - pattern: a.io\n    require: signature\n    require: reject\n", 5,
+     "duplicate key 'require' (first at line 4)"),
+    ("version: 1\nregistries:\n  a.io:\n    insecure: true\n    insecure: false\n", 5,
+     "duplicate key 'insecure'"),
+    ("version: 1\ndefault: &d\n  require: reject\n  reason: r\nrules:\n  - <<: *d\n"
+     "    pattern: a.io\n", 6, "merge key"),
+    ("version: 1\nexceptions:\n  - pattern: a.io/x\n    reason: yes\n", 4,
+     "reason must be a non-empty string"),
+    ("version: 1\nexceptions:\n  - pattern: a.io/x\n    reason: 12\n", 4,
+     "reason must be a non-empty string"),
+    ("version: 1\nrules:\n  - pattern: 5\n    require: reject\n", 3,
+     "pattern must be a non-empty string"),
+    ("version: 1\nrules:\n  - pattern: a.io\n    require: on\n", 4,
+     "require must be a non-empty string"),
+    ("version: 1\nkeys:\n  - name: 0777\n    file: a.pub\n", 3,
+     "key name must be a non-empty string"),
+    ("version: 1\nrules:\n  - pattern: a.io\n    require: signature\n    keys:\n"
+     "      - off\n", 6, "key name must be a non-empty string"),
+    ("version: 1\nregistries:\n  1234: {}\n", 3, "registry host must be a non-empty string"),
+    ("version: 1\nregistries:\n  a.io:\n    ca_file: 0777\n", 4,
+     "ca_file must be a non-empty string"),
+    ("version: 1\ncredentials_file: no\n", 2, "credentials_file must be a non-empty string"),
+    ("version: 1\nexceptions:\n  - pattern: a.io/x\n    reason: 2024-13-45\n", 4,
+     "not valid YAML"),
+    ("version: 1\n__line__: 7\n", 2, "unknown key '__line__'"),
+])
+def test_strict_yaml_refusals_name_file_and_line(tmp_path, text, line, fragment):
+    message = error_of(tmp_path, text)
+    path = str(tmp_path / "trust.yaml")
+    assert message.startswith(f"{path}:{line}: "), message
+    assert message.count(path) == 1, message
+    assert fragment in message, message
+
+
+def test_lines_follow_values_in_block_lists(tmp_path, keys):
+    """An item of a block list is named by its own line, not its list's."""
+    msg = error_of(tmp_path, "version: 1\nkeys:\n  - name: old\n    file: old.pub\nrules:\n"
+                             "  - pattern: a.io\n    require: signature\n    keys:\n"
+                             "      - old\n      - nope\n", keys)
+    assert f"{tmp_path / 'trust.yaml'}:10: unknown key 'nope'" in msg, msg
+
+
 def test_private_key_is_refused(tmp_path):
     from cryptography.hazmat.primitives import serialization
     key = Key()

@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from authz.deadline import Deadline
 from authz.moby.client import DockerClient
 from authz.moby.reference import InvalidReference, is_image_id, parse_reference
 from authz.trust import ImageTrust
@@ -333,6 +334,28 @@ def test_dockerd_that_never_answers_ends_within_the_deadline(registry, dockerd, 
     elapsed = time.monotonic() - started
     assert not result.allowed and "did not answer" in result.found
     assert elapsed < trust.policy.timeouts.decision + 1.0, elapsed
+
+
+def test_dockerd_wait_is_bounded_by_the_decisions_deadline(registry, dockerd, trust):
+    """The shared client's own timeout (2 s) is capped by what is left of the decision."""
+    dockerd.hang = True
+    started = time.monotonic()
+    result = trust.check_run(f"{registry.host}/{NAME}:1", Deadline(0.5))
+    elapsed = time.monotonic() - started
+    assert not result.allowed and "did not answer within 0.5s" in result.found, result.found
+    assert elapsed < 0.5 + 0.5, elapsed
+
+
+def test_load_takes_the_plugins_client_or_none(tmp_path, registry, dockerd, key):
+    write_trust_policy(tmp_path, keys={"team": key}, insecure=[registry.host])
+    client = DockerClient(dockerd.host)
+    assert ImageTrust.load(tmp_path, client).docker is client
+    without = ImageTrust.load(tmp_path, None)
+    assert without.docker is None
+    assert any("no docker host" in w for w in without.startup_warnings())
+    # a docker host string is still accepted while callers move to the shared client
+    assert ImageTrust.load(tmp_path, dockerd.host).docker.docker_host == dockerd.host
+    assert ImageTrust.load(tmp_path, "").docker is None
 
 
 def test_registry_down_uses_a_cached_run_verification(tmp_path, pusher, registry, dockerd, key):
