@@ -5,10 +5,10 @@ the JSON dockerd sends, answer ``{"Allow": true}``. It is served through
 ``authz.serve.serve`` with the same ``ServeOptions`` as pyauthz, so that the
 difference between the two is decoding, policy and logging, not the HTTP stack.
 
-    python bench/allow_all.py --socket /tmp/x/floor.sock --workers 2 --threads 16
+    python3 -m bench.allow_all --socket /tmp/x/floor.sock --workers 2 --threads 16
 
 ``--record FILE`` appends every call (path, headers, body) as JSON lines: that is how
-``bench/capture.py`` recorded the workload from a real dockerd. Recording is off in
+``bench.capture`` recorded the workload from a real dockerd. Recording is off in
 benchmarks.
 """
 
@@ -17,25 +17,21 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import sys
 import threading
 
 from flask import Flask, Response, request
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
 
 ALLOW = json.dumps({"Allow": True, "Msg": "", "Err": ""})
 IMPLEMENTS = json.dumps({"Implements": ["authz"]})
 
 
 def create_app(record: str | None = None) -> Flask:
+    """The floor's Flask app; with record, every call is appended to that file as a JSON line."""
     app = Flask("allow_all")
     lock = threading.Lock()
 
     def _record() -> None:
+        """Append this call's path, headers and body (base64) to the record file, if any."""
         if record is None:
             return
         entry = {
@@ -48,12 +44,14 @@ def create_app(record: str | None = None) -> Flask:
 
     @app.post("/Plugin.Activate")
     def activate() -> Response:
+        """The handshake: this plugin implements authz."""
         _record()
         return Response(IMPLEMENTS, mimetype="application/json")
 
     @app.post("/AuthZPlugin.AuthZReq")
     @app.post("/AuthZPlugin.AuthZRes")
     def authz() -> Response:
+        """Parse the body as a plugin must, and allow."""
         # dockerd sets no Content-Type: parse the body ourselves, as a real plugin must.
         json.loads(request.get_data() or b"{}")
         _record()
@@ -63,6 +61,7 @@ def create_app(record: str | None = None) -> Flask:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Serve the floor through authz.serve, like pyauthz."""
     from authz.serve import ServeOptions, serve
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -1,6 +1,6 @@
 """Benchmark clients: one process, one kept-alive HTTP/1.1 connection over a unix socket.
 
-Two ways to speak HTTP, chosen with ``run.py --client``:
+Two ways to speak HTTP, chosen with ``python3 -m bench.run --client``:
 
 - ``raw`` (default): writes the pre-encoded request bytes and parses the response by
   hand (status line, Content-Length, Connection). Measured here: ~80-110 µs of client
@@ -23,17 +23,20 @@ import socket
 import time
 from array import array
 
-from workload import Call
+from bench.workload import Call
 
 TIMEOUT = 10.0  # a call that takes longer is an error (and ends that client)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client's connection, over a unix socket."""
+
     def __init__(self, path: str, timeout: float = TIMEOUT):
         super().__init__("localhost", timeout=timeout)
         self.unix_path = path
 
     def connect(self) -> None:
+        """Connect to the unix socket at unix_path."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         sock.connect(self.unix_path)
@@ -49,6 +52,7 @@ class HttpClientConn:
         self.reconnects = 0
 
     def roundtrip(self, call: Call) -> tuple[int, bytes]:
+        """Send the call's request line, headers and body; (status, body) of the answer."""
         head, _, body = call.payload.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         _, url, _ = lines[0].split(" ")
@@ -67,6 +71,7 @@ class HttpClientConn:
         return resp.status, data
 
     def close(self) -> None:
+        """Close the connection."""
         self.conn.close()
 
 
@@ -80,6 +85,7 @@ class RawConn:
         self._connect()
 
     def _connect(self) -> None:
+        """Open a fresh connection, with an empty read buffer."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(TIMEOUT)
         sock.connect(self.path)
@@ -87,6 +93,7 @@ class RawConn:
         self.buf = b""
 
     def roundtrip(self, call: Call) -> tuple[int, bytes]:
+        """Write the call's bytes, read one answer: (status, body). One piece: it is the hot loop."""
         if self.sock is None:
             self.reconnects += 1
             self._connect()
@@ -129,6 +136,7 @@ class RawConn:
         return status, body
 
     def close(self) -> None:
+        """Close the connection; the next roundtrip reconnects."""
         if self.sock is not None:
             self.sock.close()
         self.sock = None
@@ -138,6 +146,7 @@ CLIENTS = {"raw": RawConn, "http.client": HttpClientConn}
 
 
 def connect(kind: str, path: str, wait: float = 10.0):
+    """A client of that kind connected to path, retrying while the socket is not there yet."""
     deadline = time.monotonic() + wait
     while True:
         try:

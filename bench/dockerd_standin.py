@@ -16,7 +16,7 @@ the same, on a unix socket:
   header maps), over a pool that keeps at most 2 idle connections, like dockerd's plugin
   client (Go's default MaxIdleConnsPerHost); a deny gives 403, as dockerd does.
 
-    python bench/dockerd_standin.py --socket /tmp/x/dockerd.sock --plugin /tmp/x/pyauthz.sock
+    python3 -m bench.dockerd_standin --socket /tmp/x/dockerd.sock --plugin /tmp/x/pyauthz.sock
 """
 
 from __future__ import annotations
@@ -29,15 +29,11 @@ import queue
 import re
 import signal
 import socket
-import sys
 import threading
+from typing import NamedTuple
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-import client as bench_client  # noqa: E402
-import workload  # noqa: E402
+from bench import client as bench_client
+from bench import workload
 
 _VERSION = re.compile(r"^/v[0-9]+(?:\.[0-9]+)?(?=/)")
 _CONTAINER = re.compile(r"^/containers/([^/]+)/json$")
@@ -62,6 +58,7 @@ class Answers:
         self.image = fixtures.get("image")
 
     def answer(self, path: str) -> tuple[int, dict, bytes]:
+        """Status, headers and body dockerd gave for path (any API version prefix); else 404."""
         path = _VERSION.sub("", path.split("?", 1)[0])
         m = _CONTAINER.match(path)
         if m and self.container:
@@ -88,6 +85,7 @@ class PluginChain:
         self.lock = threading.Lock()
 
     def _call(self, phase: str, body: dict) -> tuple[bool, str]:
+        """Post one AuthZReq/AuthZRes body, Go-encoded, on a pooled connection: (allow, message)."""
         raw = workload.go_json(body).encode()
         call = workload.Call("standin", phase, "", workload.http_request(
             phase, PLUGIN_HEADERS, raw), False)
@@ -113,6 +111,7 @@ class PluginChain:
     def authorize(self, method: str, uri: str, headers: dict,
                   status: int | None = None, resp_headers: dict | None = None,
                   resp_body: bytes | None = None) -> tuple[bool, str]:
+        """The AuthZReq for a request, or with status given the AuthZRes: (allow, message)."""
         req = {"RequestMethod": method, "RequestUri": uri,
                "RequestHeaders": dict(sorted(headers.items()))}
         if status is None:
@@ -127,6 +126,7 @@ class PluginChain:
 
 
 def http_answer(status: int, headers: dict, body: bytes) -> bytes:
+    """An HTTP/1.1 response with headers and body, framed by Content-Length."""
     reason = {200: "OK", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
     lines = [f"HTTP/1.1 {status} {reason.get(status, 'Status')}"]
     lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() != "content-length"]
@@ -134,47 +134,85 @@ def http_answer(status: int, headers: dict, body: bytes) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+class Request(NamedTuple):
+    """A request to the stand-in, as dockerd would forward it to the plugin."""
+
+    method: str
+    uri: str
+    headers: dict       # canonical names, without Host and the credentials dockerd strips
+    close: bool         # the client sent Connection: close
+
+
+def parse_head(head: bytes) -> tuple[Request, int]:
+    """The request in a request line and header lines, and its body's Content-Length."""
+    lines = head.decode("latin-1").split("\r\n")
+    method, uri, _ = lines[0].split(" ", 2)
+    headers, length, close = {}, 0, False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        value = value.strip()
+        if name.lower() == "content-length":
+            length = int(value)
+        if name.lower() == "connection" and value.lower() == "close":
+            close = True
+        if name.lower() != "host" and name.lower() not in _STRIPPED:
+            headers[canonical(name)] = value  # the last value wins, as in dockerd
+    return Request(method, uri, headers, close), length
+
+
+def read_request(sock: socket.socket, buf: bytes) -> tuple[Request | None, bytes]:
+    """The next request on sock (its body read and dropped) and the bytes after it; None at EOF."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, buf
+        buf += chunk
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    request, length = parse_head(head)
+    while len(buf) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, buf
+        buf += chunk
+    return request, buf[length:]
+
+
+def recorded_answer(answers: Answers, request: Request) -> tuple[int, dict, bytes]:
+    """dockerd's recorded answer to a GET; 404 to any other method."""
+    if request.method == "GET":
+        return answers.answer(request.uri)
+    return 404, {"Content-Type": "application/json"}, b'{"message":"page not found"}\n'
+
+
+def authorized_answer(chain: PluginChain, plugin_name: str, request: Request, status: int,
+                      resp_headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+    """The answer once the plugin saw the AuthZReq and the AuthZRes: as is, or dockerd's 403."""
+    allow, msg = chain.authorize(request.method, request.uri, request.headers)
+    if allow:
+        allow, msg = chain.authorize(request.method, request.uri, request.headers,
+                                     status, resp_headers, body)
+    if allow:
+        return status, resp_headers, body
+    body = json.dumps({"message": f"authorization denied by plugin "
+                                  f"{plugin_name}: {msg}"}).encode() + b"\n"
+    return 403, {"Content-Type": "application/json"}, body
+
+
 def serve_connection(sock: socket.socket, answers: Answers, chain: PluginChain | None,
                      plugin_name: str) -> None:
+    """Answer the requests on one connection until the client closes it or asks to."""
     buf = b""
     try:
         while True:
-            while b"\r\n\r\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-            head, _, buf = buf.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, uri, _ = lines[0].split(" ", 2)
-            headers, length, close = {}, 0, False
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                value = value.strip()
-                if name.lower() == "content-length":
-                    length = int(value)
-                if name.lower() == "connection" and value.lower() == "close":
-                    close = True
-                if name.lower() != "host" and name.lower() not in _STRIPPED:
-                    headers[canonical(name)] = value  # the last value wins, as in dockerd
-            while len(buf) < length:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-            buf = buf[length:]
-            status, resp_headers, body = answers.answer(uri) if method == "GET" else \
-                (404, {"Content-Type": "application/json"}, b'{"message":"page not found"}\n')
+            request, buf = read_request(sock, buf)
+            if request is None:
+                return
+            status, resp_headers, body = recorded_answer(answers, request)
             if chain is not None:
-                allow, msg = chain.authorize(method, uri, headers)
-                if allow:
-                    allow, msg = chain.authorize(method, uri, headers, status, resp_headers, body)
-                if not allow:
-                    status, resp_headers = 403, {"Content-Type": "application/json"}
-                    body = json.dumps({"message": f"authorization denied by plugin "
-                                                  f"{plugin_name}: {msg}"}).encode() + b"\n"
+                status, resp_headers, body = authorized_answer(chain, plugin_name, request,
+                                                               status, resp_headers, body)
             sock.sendall(http_answer(status, {"Api-Version": "1.41", **resp_headers}, body))
-            if close:
+            if request.close:
                 return
     except (OSError, ValueError, ConnectionError):
         return
@@ -182,7 +220,18 @@ def serve_connection(sock: socket.socket, answers: Answers, chain: PluginChain |
         sock.close()
 
 
+def listen(path: str) -> socket.socket:
+    """A unix socket listening at path (replacing a stale one)."""
+    if os.path.exists(path):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    return listener
+
+
 def main(argv=None) -> None:
+    """Serve until SIGTERM, a thread per connection."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--socket", required=True)
     ap.add_argument("--plugin", help="the plugin's socket: pass each read through it")
@@ -191,11 +240,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     answers = Answers(workload.load_session(args.session))
     chain = PluginChain(args.plugin) if args.plugin else None
-    if os.path.exists(args.socket):
-        os.unlink(args.socket)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(args.socket)
-    listener.listen(64)
+    listener = listen(args.socket)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     while True:
         conn, _ = listener.accept()

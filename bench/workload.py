@@ -26,19 +26,20 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
 import re
 from dataclasses import dataclass
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SESSION_FILE = os.path.join(HERE, "session.json")
+from bench.paths import SESSION_FILE
+
 SESSION_COMMANDS = ("run", "ps", "run_privileged")
 _ID = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
 class Call:
+    """One plugin call of a session, ready to write on the socket."""
+
     command: str        # run / ps / run_privileged
     phase: str          # AuthZReq / AuthZRes
     what: str           # "POST /v1.41/containers/create", for reports
@@ -56,6 +57,7 @@ def go_json(obj) -> str:
 
 
 def http_request(phase: str, headers: dict, body: bytes) -> bytes:
+    """dockerd's POST /AuthZPlugin.PHASE with the recorded headers and this body."""
     lines = [f"POST /AuthZPlugin.{phase} HTTP/1.1"]
     for name, value in headers.items():  # recorded in dockerd's order
         if name.lower() == "content-length":
@@ -65,6 +67,7 @@ def http_request(phase: str, headers: dict, body: bytes) -> bytes:
 
 
 def load_session(path: str = SESSION_FILE) -> dict:
+    """session.json, checked: re-encoding each recorded body gives it back byte for byte."""
     with open(path, encoding="utf-8") as fh:
         session = json.load(fh)
     for command in session["commands"]:
@@ -75,6 +78,7 @@ def load_session(path: str = SESSION_FILE) -> dict:
 
 
 def _with_id(raw: str, new_id: str) -> str:
+    """The body with its container ID (in the URI and the response body) replaced by new_id."""
     body = json.loads(raw)
     old = _ID.search(body.get("RequestUri", "")) or _ID.search(
         base64.b64decode(body.get("ResponseBody") or "").decode("latin-1"))
@@ -150,6 +154,7 @@ def fixtures(session: dict) -> dict[str, tuple[bytes, str, dict]]:
 
 
 def describe(calls: list[Call]) -> str:
+    """One line per call: command, phase, method and URI, and the expected denies."""
     rows = [f"  {c.command:<15} {c.phase:<9} {c.what}{'   -> deny' if c.deny else ''}"
             for c in calls]
     return "\n".join(rows)

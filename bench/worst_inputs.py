@@ -2,9 +2,9 @@
 
 Each case is a request dockerd would forward (bodies up to 4 MiB, request lines up to 1 MiB),
 decided in-process against the shipped policy with a stand-in dockerd that answers every
-lookup at once. The aim: every case within 50 ms of CPU. Run it from anywhere:
+lookup at once. The aim: every case within 50 ms of CPU. From the repo root:
 
-    python bench/worst_inputs.py [--repeat 3]
+    python3 -m bench.worst_inputs [--repeat 3]
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from authz.decision import decide_request  # noqa: E402
-from authz.decoding.live import LiveState  # noqa: E402
-from authz.policy import Policy  # noqa: E402
-from authz.protocol import AuthzRequest, Headers  # noqa: E402
+from authz.decision import decide_request
+from authz.decoding.live import LiveState
+from authz.policy import Policy
+from authz.protocol import AuthzRequest, Headers
+from bench.paths import SHIPPED_POLICY_DIR
 
 MIB = 1024 * 1024
 
@@ -35,18 +32,22 @@ class StandIn:
     docker_host = "unix:///nonexistent.sock"
 
     def server_pid(self):
+        """No dockerd process to find."""
         return None
 
     def info(self, deadline):
+        """dockerd's data root, as /info reports it."""
         return {"DockerRootDir": "/var/lib/docker"}
 
     def __getattr__(self, name):
+        """Every inspect_* finds nothing."""
         if name.startswith("inspect_"):
             return lambda *a: None
         raise AttributeError(name)
 
 
 def body_call(uri: str, doc, method: str = "POST") -> AuthzRequest:
+    """An AuthZReq for uri with doc as its JSON body."""
     data = json.dumps(doc).encode()
     return AuthzRequest(phase="request", method=method, uri=uri, body=data,
                         headers=Headers({"Content-Type": "application/json",
@@ -54,6 +55,7 @@ def body_call(uri: str, doc, method: str = "POST") -> AuthzRequest:
 
 
 def cases() -> dict[str, AuthzRequest]:
+    """The worst inputs, by what makes each expensive."""
     deep = "/srv/" + "/".join(["d"] * 2000)
     lower = ":".join(f"/srv/l{i}" for i in range(450))[:4000].rsplit(":", 1)[0]
     overlay = {"type": "overlay", "o": f"lowerdir={lower},upperdir=/srv/u,workdir=/srv/w"}
@@ -90,10 +92,11 @@ def cases() -> dict[str, AuthzRequest]:
 
 
 def main(argv=None) -> None:
+    """Decide each case --repeat times and print the least CPU it took and the outcome."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    policy = Policy.load(REPO / "policies")
+    policy = Policy.load(Path(SHIPPED_POLICY_DIR))
     slots = threading.BoundedSemaphore(8)
     print(f"CPU per decision, shipped policy, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs (best of {args.repeat})")
