@@ -95,7 +95,8 @@ def start_standin(standin_socket: str) -> subprocess.Popen:
 
 def make_apps(args, tmp: str, standin_socket: str) -> dict:
     """The floor's Flask app and pyauthz's, on a copy of the policy (without trust.yaml unless --trust)."""
-    from authz.app import AppConfig, create_app
+    from authz.app import create_app
+    from authz.plugin import PluginConfig
 
     policy = os.path.join(tmp, "policies")
     shutil.copytree(args.policy, policy)
@@ -103,7 +104,7 @@ def make_apps(args, tmp: str, standin_socket: str) -> dict:
         os.unlink(os.path.join(policy, "trust.yaml"))
     log = Path("/dev/null") if args.devnull else Path(tmp) / "decisions.log"
     return {"floor": allow_all.create_app(),
-            "pyauthz": create_app(AppConfig(policy_dir=Path(policy), log_file=log,
+            "pyauthz": create_app(PluginConfig(policy_dir=Path(policy), log_file=log,
                                             docker_host=f"unix://{standin_socket}"))}
 
 

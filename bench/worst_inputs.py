@@ -13,12 +13,10 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
-from authz.decision import decide_request
-from authz.decoding.live import LiveState
+from authz.plugin import Plugin
 from authz.policy import Policy
 from authz.protocol import AuthzRequest, Headers
 from bench.paths import SHIPPED_POLICY_DIR
@@ -97,14 +95,14 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     policy = Policy.load(Path(SHIPPED_POLICY_DIR))
-    slots = threading.BoundedSemaphore(8)
+    plugin = Plugin(policy, None, StandIn(), threads=32)
     print(f"CPU per decision, shipped policy, Python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs (best of {args.repeat})")
     for name, call in cases().items():
         best, outcome = None, ""
         for _ in range(args.repeat):
             started = time.process_time()
-            decision = decide_request(call, policy, None, LiveState(StandIn()), slots)
+            decision = plugin.decide(call)
             spent = (time.process_time() - started) * 1000
             best = spent if best is None else min(best, spent)
             outcome = "allow" if decision.allow else ",".join(
