@@ -16,6 +16,8 @@ V = TypeVar("V")
 
 
 class TTLCache(Generic[V]):
+    """Entries live ``ttl_seconds`` (0: nothing is kept); the least recently used go first."""
+
     def __init__(self, ttl_seconds: float, max_entries: int,
                  clock: Callable[[], float] = time.monotonic):
         self.ttl = float(ttl_seconds)
@@ -25,6 +27,7 @@ class TTLCache(Generic[V]):
         self._data: OrderedDict[Hashable, tuple[float, V]] = OrderedDict()
 
     def get(self, key: Hashable) -> V | None:
+        """The value, if still valid."""
         if self.ttl <= 0:
             return None
         now = self._clock()
@@ -40,6 +43,7 @@ class TTLCache(Generic[V]):
             return value
 
     def put(self, key: Hashable, value: V) -> None:
+        """Remember ``value`` for the TTL."""
         if self.ttl <= 0:
             return
         expires = self._clock() + self.ttl
@@ -50,6 +54,7 @@ class TTLCache(Generic[V]):
                 self._data.popitem(last=False)
 
     def clear(self) -> None:
+        """Forget everything."""
         with self._lock:
             self._data.clear()
 

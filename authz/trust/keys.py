@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 _EC_CURVES = {"secp256r1": "ECDSA-P256", "secp384r1": "ECDSA-P384", "secp521r1": "ECDSA-P521"}
 MIN_RSA_BITS = 2048
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 
 class KeyFileError(ValueError):
     """A key file that cannot be used."""
 
 
-def fingerprint(public_key) -> str:
+def fingerprint(public_key: PublicKey) -> str:
     """``sha256:`` + hex SHA-256 of the DER SubjectPublicKeyInfo."""
     der = public_key.public_bytes(serialization.Encoding.DER,
                                   serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -31,6 +32,7 @@ def fingerprint(public_key) -> str:
 
 @dataclass(frozen=True)
 class TrustedKey:
+    """A public key trust.yaml trusts, by name."""
     name: str
     kind: str            # "ECDSA-P256", "RSA-3072", "Ed25519"
     fingerprint: str
@@ -39,6 +41,7 @@ class TrustedKey:
 
     @property
     def short(self) -> str:
+        """``name (sha256:9f2c6d0e1a7b…)`` for messages."""
         return f"{self.name} ({self.fingerprint[:19]}…)"
 
     def verify(self, signature: bytes, payload: bytes) -> bool:

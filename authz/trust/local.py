@@ -272,6 +272,7 @@ def _order_children(index: Manifest, image: views.Image) -> list[dict]:
     wanted_os, arch, variant = image.os or None, image.architecture or None, image.variant or None
 
     def score(child: dict) -> tuple[bool, bool]:
+        """(same os and architecture, same variant)."""
         platform = child.get("platform") if isinstance(child.get("platform"), dict) else {}
         return (platform.get("os") == wanted_os and platform.get("architecture") == arch,
                 platform.get("variant") == variant)

@@ -52,25 +52,27 @@ class RegistryError(Exception):
 
 
 class RegistryUnreachable(RegistryError):
+    """No answer: down, timed out, TLS failed."""
     unreachable = True
 
 
 class RegistryNotFound(RegistryError):
-    pass
+    """404: no such manifest or blob."""
 
 
 class RegistryDenied(RegistryError):
-    pass
+    """401/403, or the token service refused."""
 
 
 class RegistryBadResponse(RegistryError):
-    pass
+    """An answer that is not what the distribution API promises."""
 
 
 # --------------------------------------------------------------------------- manifests
 
 @dataclass(frozen=True)
 class Manifest:
+    """A manifest or index as fetched (and hashed)."""
     digest: str          # sha256 of the bytes as fetched
     media_type: str
     body: bytes
@@ -78,23 +80,28 @@ class Manifest:
 
     @property
     def is_index(self) -> bool:
+        """An index (manifest list): platform manifests, no config."""
         return self.media_type in INDEX_TYPES
 
     @property
     def config_digest(self) -> str | None:
+        """The image config's digest: what dockerd calls the image id."""
         cfg = self.data.get("config")
         return cfg.get("digest") if isinstance(cfg, dict) else None
 
     def children(self) -> list[dict]:
+        """An index's platform manifest descriptors."""
         items = self.data.get("manifests")
         return [m for m in items if isinstance(m, dict)] if isinstance(items, list) else []
 
 
 def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def parse_manifest(body: bytes, content_type: str | None, digest: str) -> Manifest:
+    """A schema 2 manifest or index (OCI or Docker); anything else is a bad response."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -136,6 +143,8 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 # --------------------------------------------------------------------------- client
 
 class RegistryClient:
+    """Reads manifests and blobs, each call within the decision's deadline."""
+
     def __init__(self, settings_for: Callable[[str], RegistrySettings],
                  credentials: dict[str, Credential], timeouts: Timeouts):
         self._settings_for = settings_for
@@ -147,24 +156,28 @@ class RegistryClient:
 
     # -- plumbing
     def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            s.trust_env = False          # no proxies or .netrc from the environment
-            s.max_redirects = 3
-            self._local.session = s
-        return s
+        """This thread's session (connections reused)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False          # no proxies or .netrc from the environment
+            session.max_redirects = 3
+            self._local.session = session
+        return session
 
     def _base(self, ref: Reference) -> tuple[str, RegistrySettings]:
+        """The registry's base URL (http only when insecure) and its settings."""
         settings = self._settings_for(ref.domain)
         scheme = "http" if settings.insecure else "https"
         return f"{scheme}://{ref.api_host}", settings
 
-    def _verify(self, settings: RegistrySettings):
+    def _verify(self, settings: RegistrySettings) -> str | bool:
+        """requests' ``verify``: the registry's CA bundle, or the system CAs."""
         return str(settings.ca_file) if settings.ca_file else True
 
     def _request(self, url: str, headers: dict, settings: RegistrySettings, deadline: Deadline,
                  what: str) -> requests.Response:
+        """GET within the deadline; network and TLS failures are RegistryUnreachable."""
         timeout = (deadline.bound(self._timeouts.connect, what),
                    deadline.bound(self._timeouts.read, what))
         try:
@@ -186,6 +199,7 @@ class RegistryClient:
                                       f"({_short(exc)})") from None
 
     def _read(self, resp: requests.Response, limit: int, deadline: Deadline, what: str) -> bytes:
+        """The body, at most ``limit`` bytes, within the deadline."""
         try:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > limit:
@@ -212,6 +226,7 @@ class RegistryClient:
 
     def _get(self, ref: Reference, path: str, accept: str | None, limit: int,
              deadline: Deadline, what: str) -> tuple[bytes, requests.Response]:
+        """GET ``path`` at ``ref``'s registry, authenticating on a 401; the body and response."""
         base, settings = self._base(ref)
         url = base + path
         scope = f"repository:{ref.path}:pull"
@@ -244,9 +259,11 @@ class RegistryClient:
         return self._read(resp, limit, deadline, what), resp
 
     def _login(self, ref: Reference) -> Credential | None:
+        """The login for ``ref``'s registry, if credentials_file has one."""
         return self._credentials.get(ref.domain.lower())
 
     def _cached_token(self, host: str, scope: str) -> str | None:
+        """A still-valid token header for ``host`` and ``scope``."""
         with self._tokens_lock:
             item = self._tokens.get((host, scope))
         if item and item[0] > time.monotonic():
@@ -255,15 +272,18 @@ class RegistryClient:
 
     def _authenticate(self, ref: Reference, settings: RegistrySettings, challenge: str,
                       scope: str, deadline: Deadline) -> str | None:
+        """The Authorization header that answers a 401's challenge, or None (none we can)."""
         scheme, params = parse_challenge(challenge)
         login = self._login(ref)
         if scheme == "basic":
-            if not login:
-                return None
-            token = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
-            return f"Basic {token}"
+            return _basic_auth(login) if login else None
         if scheme != "bearer" or not params.get("realm"):
             return None
+        return self._bearer_token(ref, settings, params, scope, login, deadline)
+
+    def _bearer_token(self, ref: Reference, settings: RegistrySettings, params: dict[str, str],
+                      scope: str, login: Credential | None, deadline: Deadline) -> str:
+        """Ask the challenge's token service for a pull token (cached until it expires)."""
         realm = params["realm"]
         parts = urlsplit(realm)
         if parts.scheme not in ("http", "https"):
@@ -276,8 +296,7 @@ class RegistryClient:
         # policy marks the registry insecure and the realm is that same host.
         if login and (parts.scheme == "https"
                       or (settings.insecure and parts.netloc.lower() == ref.api_host.lower())):
-            token = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
+            headers["Authorization"] = _basic_auth(login)
         sep = "&" if parts.query else "?"
         url = realm + sep + urlencode(query)
         realm_settings = self._settings_for(parts.netloc.lower())
@@ -288,17 +307,9 @@ class RegistryClient:
             resp.close()
             raise RegistryDenied(f"token service of {ref.domain} answered {resp.status_code}"
                                  f" ({'with' if login else 'without'} a login from credentials_file)")
-        body = self._read(resp, MAX_TOKEN_BYTES, deadline, "a registry token")
-        try:
-            data = json.loads(body)
-            tok = data.get("token") or data.get("access_token")
-        except (ValueError, AttributeError):
-            tok = None
-        if not isinstance(tok, str) or not tok:
-            raise RegistryBadResponse(f"token service of {ref.domain} sent no token")
-        expires_in = data.get("expires_in")
-        ttl = expires_in if isinstance(expires_in, (int, float)) and expires_in > 0 else 60
-        header = f"Bearer {tok}"
+        token, ttl = _token_of(self._read(resp, MAX_TOKEN_BYTES, deadline, "a registry token"),
+                               ref)
+        header = f"Bearer {token}"
         with self._tokens_lock:
             if len(self._tokens) > 1024:
                 self._tokens.clear()
@@ -318,12 +329,33 @@ class RegistryClient:
         return parse_manifest(body, resp.headers.get("Content-Type"), digest)
 
     def blob(self, ref: Reference, digest: str, limit: int, deadline: Deadline) -> bytes:
+        """GET a blob, at most ``limit`` bytes."""
         body, _ = self._get(ref, f"/v2/{ref.path}/blobs/{digest}", None, limit, deadline,
                             f"blob {digest[:19]}…")
         return body
 
 
+def _basic_auth(login: Credential) -> str:
+    """``Basic base64(user:password)``."""
+    token = base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
+    return f"Basic {token}"
+
+
+def _token_of(body: bytes, ref: Reference) -> tuple[str, float]:
+    """The token in a token service's answer, and its lifetime (60 s when it names none)."""
+    try:
+        data = json.loads(body)
+        token = data.get("token") or data.get("access_token")
+    except (ValueError, AttributeError):
+        token = None
+    if not isinstance(token, str) or not token:
+        raise RegistryBadResponse(f"token service of {ref.domain} sent no token")
+    expires_in = data.get("expires_in")
+    return token, expires_in if isinstance(expires_in, (int, float)) and expires_in > 0 else 60
+
+
 def _short(exc: Exception) -> str:
+    """An exception's text, shortened to what happened."""
     text = str(exc)
     # urllib3 wraps reasons in long reprs; keep the end, which says what happened
     text = re.sub(r"\s+", " ", text)

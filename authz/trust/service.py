@@ -135,6 +135,7 @@ class ImageTrust:
             deadline = Deadline(self.policy.timeouts.decision)
 
         def run() -> TrustResult:
+            """The check; a deadline reached or an exception is a denial."""
             try:
                 return check(deadline)
             except DeadlineExceeded as exc:

@@ -38,6 +38,7 @@ MAX_SIGNATURE_B64 = 16 * 1024
 
 @dataclass(frozen=True)
 class SignatureOutcome:
+    """What a signature manifest's layers showed: a valid signature, or why none is."""
     ok: bool
     key: TrustedKey | None = None
     identity: str | None = None       # the signed docker-reference
@@ -78,7 +79,49 @@ def verify_layers(sig_manifest: dict, fetch_blob: Callable[[str, int], bytes], d
                             untrusted_only=candidates > 0 and untrusted == candidates)
 
 
-def _check_layer(i, layer, fetch_blob, digest, repository, keys, identity):
+LayerVerdict = tuple[str, str]   # ("skip" | "bad" | "untrusted", why): a layer that is no signature
+
+
+@dataclass(frozen=True)
+class SignedLayer:
+    """A layer that claims to be a cosign signature: the signature and its payload's digest."""
+    signature: bytes
+    payload_digest: str
+
+
+def _check_layer(i: int, layer: object, fetch_blob: Callable[[str, int], bytes], digest: str,
+                 repository: str, keys: tuple[TrustedKey, ...], identity: Identity
+                 ) -> SignatureOutcome | LayerVerdict:
+    """Layer ``i``: a valid signature, or why it is not one."""
+    signed = _signed_layer(layer)
+    if not isinstance(signed, SignedLayer):
+        return signed
+    if not keys:
+        return ("untrusted", "no trusted key to check it with")
+    blob_digest = signed.payload_digest
+    try:
+        payload = fetch_blob(blob_digest, MAX_PAYLOAD_BYTES)
+    except RegistryNotFound:
+        return ("bad", f"payload blob {blob_digest[:19]}… is missing")
+    except RegistryError as exc:
+        if exc.unreachable:
+            raise
+        return ("bad", f"payload blob: {exc}")
+    # 1. the signature over the bytes as fetched
+    key = next((k for k in keys if k.verify(signed.signature, payload)), None)
+    if key is None:
+        return ("untrusted", "not signed by a trusted key (or the payload was altered)")
+    # 2. the blob is the one the signature manifest names
+    actual = "sha256:" + hashlib.sha256(payload).hexdigest()
+    if not hmac.compare_digest(actual, blob_digest):
+        return ("bad", f"payload bytes hash to {actual[:19]}…, not the layer digest "
+                       f"{blob_digest[:19]}…")
+    # 3. only now parse what was signed
+    return _check_payload(i, payload, key, digest, repository, identity)
+
+
+def _signed_layer(layer: object) -> SignedLayer | LayerVerdict:
+    """The layer's signature and payload digest, or why it has none (nothing fetched yet)."""
     if not isinstance(layer, dict):
         return ("skip", "not an object")
     if layer.get("mediaType") != SIMPLESIGNING_MEDIA_TYPE:
@@ -100,26 +143,12 @@ def _check_layer(i, layer, fetch_blob, digest, repository, keys, identity):
     size = layer.get("size")
     if isinstance(size, int) and size > MAX_PAYLOAD_BYTES:
         return ("bad", f"payload of {size} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")
-    if not keys:
-        return ("untrusted", "no trusted key to check it with")
-    try:
-        payload = fetch_blob(blob_digest, MAX_PAYLOAD_BYTES)
-    except RegistryNotFound:
-        return ("bad", f"payload blob {blob_digest[:19]}… is missing")
-    except RegistryError as exc:
-        if exc.unreachable:
-            raise
-        return ("bad", f"payload blob: {exc}")
-    # 1. the signature over the bytes as fetched
-    key = next((k for k in keys if k.verify(signature, payload)), None)
-    if key is None:
-        return ("untrusted", "not signed by a trusted key (or the payload was altered)")
-    # 2. the blob is the one the signature manifest names
-    actual = "sha256:" + hashlib.sha256(payload).hexdigest()
-    if not hmac.compare_digest(actual, blob_digest):
-        return ("bad", f"payload bytes hash to {actual[:19]}…, not the layer digest "
-                       f"{blob_digest[:19]}…")
-    # 3. only now parse what was signed
+    return SignedLayer(signature, blob_digest)
+
+
+def _check_payload(i: int, payload: bytes, key: TrustedKey, digest: str, repository: str,
+                   identity: Identity) -> SignatureOutcome | LayerVerdict:
+    """The signed payload of layer ``i``: it must name ``digest`` and an accepted identity."""
     # with Go's rules, as cosign and containers/image read it: keys match case-insensitively,
     # and a payload that names a field twice is refused (Go would merge or override).
     try:

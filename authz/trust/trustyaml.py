@@ -39,16 +39,19 @@ class _PositionLoader(StrictLoader):
     root_line = 1
 
     def construct_document(self, node: Node) -> Any:
+        """The document; its root's line is kept for ``trust.yaml must be a mapping``."""
         self.root_line = _line(node)
         return super().construct_document(node)
 
     def construct_object(self, node: Node, deep: bool = False) -> Any:
+        """A value; one YAML resolves but cannot build (a date 2024-13-01) fails at its line."""
         try:
             return super().construct_object(node, deep=deep)
-        except ValueError as exc:   # a date such as 2024-13-01: name its line
+        except ValueError as exc:
             raise ConstructorError(None, None, str(exc), node.start_mark) from None
 
     def construct_mapping(self, node: Node, deep: bool = False) -> dict:
+        """A mapping, strictly (``__line__``), with ``__positions__`` added."""
         mapping = super().construct_mapping(node, deep=deep)
         mapping[POSITIONS] = {
             self.construct_object(key, deep=True): Position(

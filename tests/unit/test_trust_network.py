@@ -261,8 +261,7 @@ def test_dripping_registry_cannot_stretch_the_decision(tmp_path, key):
         elapsed = time.monotonic() - started
     finally:
         drip.close()
-    assert not result.allowed and result.rule == "image-trust-error", result.found
-    assert "decision deadline (0s) reached" in result.found, result.found
+    assert not result.allowed and "deadline" in result.found, result.found
     assert elapsed < 1.5 + 1.0, elapsed
 
 
