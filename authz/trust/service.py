@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 POOL_WORKERS = 32
 POOL_GRACE_SECONDS = 0.25   # how much longer than the deadline the caller waits for the pool
-DOCKER_CALL_SECONDS = 2.0
 
 
 class ImageTrust:
@@ -59,18 +58,11 @@ class ImageTrust:
         self._pool_lock = threading.Lock()
 
     @classmethod
-    def load(cls, policy_dir: Path, docker: DockerClient | str | None) -> ImageTrust:
-        """Read ``policy_dir/trust.yaml`` (and the key/CA/credentials files it names);
-        raises TrustPolicyError with ``file:line`` on any problem.
-
-        ``docker`` is the plugin's dockerd client (None: no dockerd). A docker host string
-        is still accepted until every caller passes the client; it gets a client of its own.
-        """
-        policy = load_policy(Path(policy_dir))
-        if isinstance(docker, str):
-            docker = DockerClient(docker, timeout=min(DOCKER_CALL_SECONDS, policy.timeouts.decision)) \
-                if docker else None
-        return cls(policy, docker)
+    def load(cls, policy_dir: Path, docker: DockerClient | None) -> ImageTrust:
+        """Read ``policy_dir/trust.yaml`` (and the key/CA/credentials files it names) for a
+        plugin reading dockerd with ``docker`` (None: no dockerd); raises TrustPolicyError
+        with ``file:line`` on any problem."""
+        return cls(load_policy(Path(policy_dir)), docker)
 
     @property
     def decision_seconds(self) -> float:

@@ -353,9 +353,8 @@ def test_load_takes_the_plugins_client_or_none(tmp_path, registry, dockerd, key)
     without = ImageTrust.load(tmp_path, None)
     assert without.docker is None
     assert any("no docker host" in w for w in without.startup_warnings())
-    # a docker host string is still accepted while callers move to the shared client
-    assert ImageTrust.load(tmp_path, dockerd.host).docker.docker_host == dockerd.host
-    assert ImageTrust.load(tmp_path, "").docker is None
+    assert not any("no docker host" in w for w in ImageTrust.load(tmp_path, client)
+                   .startup_warnings())
 
 
 def test_registry_down_uses_a_cached_run_verification(tmp_path, pusher, registry, dockerd, key):
