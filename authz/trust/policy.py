@@ -71,11 +71,11 @@ def parse_pattern(text: str) -> Pattern:
     if not isinstance(text, str) or not text:
         raise ValueError("a pattern is a non-empty string")
     if text.startswith("*."):
-        m = _WILDCARD_RE.match(text.lower())
-        if not m:
+        wildcard = _WILDCARD_RE.match(text.lower())
+        if not wildcard:
             raise ValueError(f"pattern {text!r}: a wildcard is only `*.domain` "
                              f"(every registry below domain), with no path")
-        return Pattern(text=text, host=m.group(1), wildcard=True)
+        return Pattern(text=text, host=wildcard.group(1), wildcard=True)
     if "*" in text or "?" in text or "[" in text:
         raise ValueError(f"pattern {text!r}: patterns are not globs; `host/team` already covers "
                          f"every repository below team")

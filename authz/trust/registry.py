@@ -86,8 +86,8 @@ class Manifest:
     @property
     def config_digest(self) -> str | None:
         """The image config's digest: what dockerd calls the image id."""
-        cfg = self.data.get("config")
-        return cfg.get("digest") if isinstance(cfg, dict) else None
+        config = self.data.get("config")
+        return config.get("digest") if isinstance(config, dict) else None
 
     def children(self) -> list[dict]:
         """An index's platform manifest descriptors."""
@@ -359,7 +359,7 @@ def _short(exc: Exception) -> str:
     text = str(exc)
     # urllib3 wraps reasons in long reprs; keep the end, which says what happened
     text = re.sub(r"\s+", " ", text)
-    m = re.search(r"\]\s*([^\]]+?)['\")]*$", text)
-    if m and len(text) > 160:
-        text = m.group(1)
+    reason = re.search(r"\]\s*([^\]]+?)['\")]*$", text)
+    if reason and len(text) > 160:
+        text = reason.group(1)
     return text[:160]

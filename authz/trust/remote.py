@@ -129,7 +129,7 @@ class RegistryTrust:
             return None, SignatureOutcome(False, found=f"{repo.repository}:{tag} is an index, "
                                                        f"not a cosign signature manifest"), False
         outcome = verify_layers(sig.data,
-                                lambda d, limit: self.registry.blob(repo, d, limit, deadline),
+                                lambda blob, limit: self.registry.blob(repo, blob, limit, deadline),
                                 digest, repo.repository, req.keys, req.identity)
         if not outcome.ok:
             return None, outcome, False

@@ -98,17 +98,17 @@ class ImageTrust:
         """``POST /images/create?fromImage=`` (tag or digest joined); a bare name pulls
         every tag and is only allowed where no signature is required."""
         return self._bounded(reference, deadline,
-                             lambda d: self._remote.check(reference, d, all_tags=True))
+                             lambda left: self._remote.check(reference, left, all_tags=True))
 
     def check_service(self, reference: str, deadline: Deadline | None = None) -> TrustResult:
         """Service create/update: the image nodes will pull (bare name = ``:latest``)."""
         return self._bounded(reference, deadline,
-                             lambda d: self._remote.check(reference, d, all_tags=False))
+                             lambda left: self._remote.check(reference, left, all_tags=False))
 
     def check_run(self, reference: str, deadline: Deadline | None = None) -> TrustResult:
         """Container create (or start): verify the local image dockerd resolves
         ``reference`` to (the create's ``Image`` string exactly, or an image id)."""
-        return self._bounded(reference, deadline, lambda d: self._local.check(reference, d))
+        return self._bounded(reference, deadline, lambda left: self._local.check(reference, left))
 
     # ------------------------------------------------------------------ bounding
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:

@@ -73,8 +73,9 @@ def verify_layers(sig_manifest: dict, fetch_blob: Callable[[str, int], bytes], d
         reasons.append(f"layer {i}: {text}")
     if len(layers) > MAX_SIGNATURE_LAYERS:
         reasons.append(f"{len(layers) - MAX_SIGNATURE_LAYERS} more layers not checked")
-    n = len(layers)
-    summary = f"{n} signature layer{'s' if n != 1 else ''}, none valid: " + "; ".join(reasons)
+    count = len(layers)
+    summary = (f"{count} signature layer{'s' if count != 1 else ''}, none valid: "
+               + "; ".join(reasons))
     return SignatureOutcome(False, found=summary, reasons=tuple(reasons),
                             untrusted_only=candidates > 0 and untrusted == candidates)
 
