@@ -2,12 +2,24 @@
 
 A fact is a ``kind`` (``privileged``, ``capability``, ``host-path``...), a normalized
 ``value`` that rules match, and ``where`` in the request it was found, for the message
-and the log. Kinds and their values are listed in docs/policy.md.
+and the log.
+
+Fact kinds are a closed list, ``FACT_KINDS``. Each kind is declared once, with what its
+value is, beside the code that reports it (``fact_kind``): the risk checks of ``checks/``
+name the kinds they report in their registration (``checks/registry.py``), the decoders
+declare the kinds they report directly, and ``checks/elsewhere.py`` those that only the
+route table and dockerd's state reads report. The list is complete once ``authz.decoding``
+is imported (it imports the checks and, through the route table, every decoder). The
+policy loader refuses a rule whose ``fact:`` names no kind of it; docs/policy.md's fact
+table is tested against it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,50 +34,38 @@ class Fact:
         return f"{text} ({self.detail})" if self.detail else text
 
 
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A fact kind and what its value is, as docs/policy.md tells a policy's author."""
+
+    name: str
+    values: str
+
+
+class RegistryError(RuntimeError):
+    """The declared fact kinds or the registered checks contradict each other (at import)."""
+
+
+_KIND_NAME = re.compile(r"^[a-z][a-z0-9]*([.-][a-z0-9]+)*$")
+_KINDS: dict[str, str] = {}
 # Every fact kind the decoder reports, and what its value is. A rule whose ``fact:`` names
 # no kind here would never fire: the policy loader refuses it (docs/policy.md lists them).
-FACT_KINDS: dict[str, str] = {
-    "endpoint": "the canonical endpoint (container.create, image.pull, unknown.write...)",
-    "privileged": "true: --privileged on create, start (API < 1.24), exec",
-    "namespace.network": "host, or container (joins another container's)",
-    "namespace.pid": "host, or container",
-    "namespace.ipc": "host, or container",
-    "namespace.uts": "host, or container",
-    "namespace.userns": "host, or container",
-    "namespace.cgroup": "host, or container",
-    "capability": "upper case without CAP_: SYS_ADMIN, ALL",
-    "device": "a host device path, cgroup-rule:RULE, request:DRIVER",
-    "host-path": "a host path as the kernel opens it, and its symlink-resolved form",
-    "volume-type": "the filesystem type of a local volume that mounts something of the host",
-    "log-socket": "a host unix socket a log driver writes the container's output to",
-    "log-driver": "a log driver that is not built into dockerd (a plugin)",
-    "network-driver": "a network driver (or ipam:NAME) that is not built into dockerd (a plugin)",
-    "host-interface": "a host interface a network takes over or attaches to (bridge name, parent)",
-    "service-runtime": "a swarm service runtime other than container (plugin)",
-    "service-rollback": "previous (rollback=previous), on-failure (UpdateConfig.FailureAction)",
-    "cgroup-parent": "the cgroup a container is put under (--cgroup-parent)",
-    "volume-driver": "a volume driver other than local (a plugin decides what is mounted)",
-    "mount-propagation": "shared, rshared, slave, rslave",
-    "mount-type": "a --mount type dockerd does not know",
-    "seccomp": "unconfined, or custom:sha256:DIGEST",
-    "apparmor": "unconfined, or the profile name",
-    "selinux": "disable, type:T, level:L...",
-    "masked-paths": "reduced, unconfined",
-    "sysctl": "the name, '.'-separated",
-    "plugin.privilege": "network=host, mount=/, capabilities=CAP_SYS_ADMIN, unknown",
-    "plugin.remote": "the plugin image installed or upgraded to",
-    "plugin.interface": "an interface the target plugin implements: docker.authz/1.0...",
-    "target": "id, name, prefix, missing: how a request names the container or plugin it acts on",
-    "image.write": "the reference an image is written under",
-    "restart-policy": "always, unless-stopped, on-failure: dockerd restarts the container itself",
-    "auto-restart": "the restart policy of a container that also mounts host paths",
-    "checkpoint": "create, restore, remove, list: CRIU checkpoints (experimental dockerd)",
-    "image": "the normalized reference a request runs or pulls",
-}
+FACT_KINDS: Mapping[str, str] = MappingProxyType(_KINDS)
+
+
+def fact_kind(name: str, values: str) -> Kind:
+    """Declare the fact kind ``name``; declaring it again must describe it the same way."""
+    if not _KIND_NAME.match(name) or not values:
+        raise RegistryError(f"fact kind {name!r}: a lower-case name and a description, please")
+    known = _KINDS.setdefault(name, values)
+    if known != values:
+        raise RegistryError(f"fact kind {name!r} is described two ways: {known!r} and {values!r}")
+    return Kind(name, values)
 
 
 def known_kind(kind: str) -> bool:
-    return kind in FACT_KINDS
+    """Whether ``kind`` is a declared fact kind."""
+    return kind in _KINDS
 
 
 _NAMESPACE_VALUES = ("host", "container")

@@ -4,8 +4,16 @@ import json
 
 import pytest
 
-from authz.decoding import RequestRefused, decode
+from authz.decoding import RequestRefused, read_request
+from authz.decoding.canonical import path_budget
 from authz.protocol import AuthzRequest, Headers
+
+
+def decode(request):
+    """The request's target and findings: what it says itself, before dockerd's state, under
+    one decision's path budget (as ``authz.decoding.decode`` reads it)."""
+    with path_budget():
+        return read_request(request)
 
 
 def call(method, uri, body=None, *, content_type="application/json", length=None, raw=None):

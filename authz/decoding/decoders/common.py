@@ -3,9 +3,13 @@ references written the way dockerd writes them."""
 
 from __future__ import annotations
 
+from authz.decoding.facts import fact_kind
 from authz.decoding.findings import Body, Findings
 from authz.decoding.uri import Target
 from authz.moby.reference import InvalidReference, pull_reference
+
+# Reported by the image decoders (objects.py: tag, import, build) and commit (containers.py).
+fact_kind("image.write", "the reference an image is written under")
 
 
 def no_body(target: Target, body: Body, out: Findings) -> None:

@@ -5,12 +5,15 @@ RequestRefused."""
 from __future__ import annotations
 
 from authz.decoding import canonical, checks
-from authz.decoding.facts import Fact
+from authz.decoding.facts import Fact, fact_kind
 from authz.decoding.findings import READ_METHODS, Body, Findings
 from authz.decoding.uri import Target
 from authz.moby.gojson import (GoObject, get_bool, get_map, get_obj, get_str,
                                get_strings)
 from authz.decoding.decoders import common
+
+# The fact kind these decoders report themselves (the checks they run declare theirs).
+fact_kind("checkpoint", "create, restore, remove, list: CRIU checkpoints (experimental dockerd)")
 
 
 def _host_config(doc: GoObject | None) -> tuple[GoObject | None, str]:
@@ -27,7 +30,7 @@ def _host_config_facts(doc: GoObject | None, out: Findings) -> list[Fact]:
         name = spec.split(":", 1)[0]
         out.volumes_from.append((name, f"{where + '.' if where else ''}VolumesFrom[{i}]"))
     out.volumes += checks.named_volumes(host_config, where)
-    facts = checks.run_checks(checks.HOST_CONFIG_CHECKS, host_config, where)
+    facts = checks.run(checks.HOST_CONFIG, host_config, where)
     if where:
         # getHostConfig copies a top-level VolumeDriver (and a few resource limits) into an
         # inner HostConfig that leaves it empty.
@@ -103,7 +106,7 @@ def restart(target: Target, body: Body, out: Findings) -> None:
 
 def update(target: Target, body: Body, out: Findings) -> None:
     doc = body.json(out.endpoint)
-    facts = checks.run_checks(checks.RESOURCES_CHECKS, doc, "")
+    facts = checks.run(checks.RESOURCES, doc, "")
     out.facts += facts
     if any(f.kind == "restart-policy" for f in facts):
         # A restart policy on a container that mounts host paths: read what it mounts.

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from authz.decoding import checks
 from authz.decoding.errors import RequestRefused
-from authz.decoding.facts import Fact
+from authz.decoding.facts import Fact, fact_kind
 from authz.decoding.findings import Body, Findings
 from authz.decoding.uri import Target
 from authz.moby.gojson import (MAX_ITEMS, GoObject, get_map, get_obj, get_str,
                                get_strings, loads)
-from authz.decoding.decoders import common, services
+from authz.decoding.decoders import common
+
+# The fact kinds these decoders report themselves (the checks they run declare theirs).
+fact_kind("network-driver", "a network driver (or ipam:NAME) that is not built into dockerd (a plugin)")
+fact_kind("plugin.remote", "the plugin image installed or upgraded to")
 
 
 def image_create(target: Target, body: Body, out: Findings) -> None:
@@ -99,7 +103,7 @@ def plugin_create(target: Target, body: Body, out: Findings) -> None:
 def plugin_set(target: Target, body: Body, out: Findings) -> None:
     """``docker plugin set P mnt.source=/etc dev.path=/dev/sda``, and ``mnt=/etc``: a
     setting without a field goes to the single settable field of whatever it names, so
-    each is resolved against the plugin's config, read through dockerd (live.py)."""
+    each is resolved against the plugin's config, read through dockerd (state.py)."""
     data = body.data
     if not data:
         raise RequestRefused("request-body-missing",
@@ -144,4 +148,4 @@ def secret_or_config(target: Target, body: Body, out: Findings) -> None:
 
 def swarm_update(target: Target, body: Body, out: Findings) -> None:
     doc = body.json(out.endpoint, required=False)
-    out.facts += services.log_driver(get_obj(doc, "TaskDefaults"), "TaskDefaults")
+    out.facts += checks.run(checks.TASK_DEFAULTS, get_obj(doc, "TaskDefaults"), "TaskDefaults")
