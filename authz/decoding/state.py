@@ -121,13 +121,10 @@ class DockerState:
             return ActedOn([_missing(name)], "", "")  # dockerd refuses the request itself
         container = views.Container.of(info)
         facts = [_target_fact(name, container.id, container.name)]
-        # dockerd stores its own defaults; the cgroup namespace default is "host" on cgroup v1
-        # hosts (or by daemon configuration), so a stored "host" says nothing about what was
-        # asked: the cgroup namespace is judged at create only.
-        facts += [f for f in checks.run_checks(checks.HOST_CONFIG_CHECKS,
-                                               _as_request(container.host_config),
-                                               "container.HostConfig")
-                  if f.kind != "namespace.cgroup"]
+        # Every check that reads a stored HostConfig (not the cgroup namespace: dockerd
+        # stores its own default there; see checks/privileges.py).
+        facts += checks.run(checks.STORED_HOST_CONFIG, _as_request(container.host_config),
+                            "container.HostConfig")
         facts += self._mount_facts(container.mounts)
         return ActedOn(_unique(facts), container.image_id, container.image_name)
 
@@ -202,9 +199,7 @@ class DockerState:
         if info is None:
             return [_missing(name)]
         container = views.Container.of(info)
-        facts = checks.run_checks((checks.check_binds, checks.check_mounts,
-                                   checks.check_volume_driver),
-                                  _as_request(container.host_config), where)
+        facts = checks.run(checks.VOLUMES_FROM, _as_request(container.host_config), where)
         # dockerd looks NAME up again when it creates the container: a full id only.
         return [_target_fact(name, container.id, container.name)] + [
             Fact(f.kind, f.value, f.where, f"from {name!r}") for f in facts]

@@ -24,7 +24,7 @@ class AmbiguousKey(yaml.YAMLError):
         self.line = line
 
 
-class _LineLoader(yaml.SafeLoader):
+class LineLoader(yaml.SafeLoader):
     """Records each mapping's line as ``__line__``; refuses duplicate and merge keys."""
 
     def construct_mapping(self, node, deep=False):
@@ -64,7 +64,7 @@ class StrictYaml:
         try:
             if text is None:
                 text = self.path.read_text(encoding="utf-8")
-            return yaml.load(text, Loader=_LineLoader)
+            return yaml.load(text, Loader=LineLoader)
         except OSError as exc:
             raise self.error(f"{self.path}: cannot read: {exc.strerror}") from None
         except UnicodeDecodeError:

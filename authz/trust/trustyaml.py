@@ -14,7 +14,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import Node, SequenceNode
 
 from authz.policy.yamlfile import LINE, AmbiguousKey, StrictYaml
-from authz.policy.yamlfile import _LineLoader as StrictLoader
+from authz.policy.yamlfile import LineLoader as StrictLoader
 from authz.trust.policy import POLICY_FILE, TrustPolicyError
 
 POSITIONS = "__positions__"

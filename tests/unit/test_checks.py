@@ -138,8 +138,6 @@ def test_where_each_check_reads():
     assert names(checks.TASK_TEMPLATE) == [
         "check_swarm_log_driver", "check_service_runtime", "check_service_restart"]
     assert names(checks.TASK_DEFAULTS) == ["check_swarm_log_driver"]
-    assert checks.HOST_CONFIG_CHECKS == checks.checks_reading(checks.HOST_CONFIG)
-    assert checks.RESOURCES_CHECKS == checks.checks_reading(checks.RESOURCES)
 
 
 def test_every_check_is_documented():

@@ -23,8 +23,6 @@ source: ``run(HOST_CONFIG, obj, where)``. Adding a check is one function in one 
 
 from __future__ import annotations
 
-from typing import Iterable
-
 from authz.decoding.checks.registry import (CONTAINER_SPEC, HOST_CONFIG, RESOURCES, SOURCES,
                                             STORED_HOST_CONFIG, TASK_DEFAULTS, TASK_TEMPLATE,
                                             VOLUMES_FROM, Check, CheckFunction, check,
@@ -56,32 +54,13 @@ from authz.decoding.checks.logs import (check_log_config, check_log_driver,
                                         check_swarm_log_driver, log_address_path,
                                         log_option_facts)
 from authz.decoding.checks import elsewhere  # noqa: F401 (declares its fact kinds)
-from authz.decoding.facts import Fact
-from authz.moby.gojson import GoObject
-
-# Kept for the callers that name check tuples: the checks of container create's HostConfig
-# and of container update, in rank order. ``run(source, ...)`` is the way to run them.
-HOST_CONFIG_CHECKS: tuple[CheckFunction, ...] = checks_reading(HOST_CONFIG)
-RESOURCES_CHECKS: tuple[CheckFunction, ...] = checks_reading(RESOURCES)
-
-
-def run_checks(checks: Iterable[CheckFunction], obj: GoObject | None, where: str) -> list[Fact]:
-    """The facts of ``checks`` on ``obj`` (none when it is absent); ``run(source, ...)``
-    runs every check of a source."""
-    if obj is None:
-        return []
-    facts: list[Fact] = []
-    for one in checks:
-        facts.extend(one(obj, where))
-    return facts
-
 
 __all__ = [
     "BUILTIN_IPAM_DRIVERS", "BUILTIN_LOG_DRIVERS", "BUILTIN_NETWORK_DRIVERS", "CONTAINER_SPEC",
     "DATA_OPTIONS", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS", "HOST_CONFIG",
-    "HOST_CONFIG_CHECKS", "HOST_INTERFACE_OPTIONS", "LOCAL_DRIVER_OPTIONS", "MOUNT_DATA_MAX",
+    "HOST_INTERFACE_OPTIONS", "LOCAL_DRIVER_OPTIONS", "MOUNT_DATA_MAX",
     "MOUNT_FLAGS", "NETWORK_FS", "NETWORK_OPTIONS", "NETWORK_OR_MEMORY_FS",
-    "OVERLAY_DIR_OPTIONS", "OVERLAY_MAX_STACK", "RESOURCES", "RESOURCES_CHECKS", "SOURCES",
+    "OVERLAY_DIR_OPTIONS", "OVERLAY_MAX_STACK", "RESOURCES", "SOURCES",
     "STORED_HOST_CONFIG", "TASK_DEFAULTS", "TASK_TEMPLATE", "VOLUMES_FROM", "Check",
     "CheckFunction", "auto_restart_facts", "check", "check_binds", "check_capabilities",
     "check_cgroup_namespace", "check_cgroup_parent", "check_devices", "check_host_namespaces",
@@ -93,6 +72,6 @@ __all__ = [
     "checks_reading", "driver_facts", "host_path_facts", "host_paths", "inside",
     "local_device_facts", "local_volume_facts", "log_address_path", "log_option_facts",
     "mount_facts", "named_volumes", "namespace_facts", "network_option_facts",
-    "normalize_capability", "parse_bind", "plugin_name", "registered", "run", "run_checks",
+    "normalize_capability", "parse_bind", "plugin_name", "registered", "run",
     "seccomp_value",
 ]
