@@ -25,6 +25,15 @@ def main() -> None:
     """pyauthz: a Docker Engine authorization plugin."""
 
 
+def _add_policy_group() -> None:
+    from authz.policytools.commands import policy
+
+    main.add_command(policy)
+
+
+_add_policy_group()
+
+
 @main.command("serve")
 @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
               help="Unix socket to listen on; dockerd finds /run/docker/plugins/NAME.sock by NAME.")

@@ -1,0 +1,11 @@
+"""``pyauthz policy``: the command group; each subcommand lives in its own module and is
+added here."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("policy")
+def policy() -> None:
+    """Lint, test, explain and replay policy (rules.yaml, trust.yaml)."""
