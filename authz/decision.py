@@ -74,6 +74,12 @@ class Decision:
     facts: list[Fact] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)
     duration_ms: float = 0.0
+    # What the policy was asked about (every fact, which are stored, the image), for the
+    # log's replayable record (audit.py); None when the request was refused before.
+    request: DecodedRequest | None = None
+    # rules.yaml's ``mode:`` when the policy was consulted (None: refused before it). In
+    # audit mode the rules' denies are in ``audits`` with effect "deny": the would-be denies.
+    mode: str | None = None
 
     def refuse(self, rule: str, found: str, fix: str) -> None:
         """Deny for a built-in reason (``request-*``, ``protocol``, ``internal-error``)."""
@@ -126,8 +132,16 @@ def decide(decision: Decision, request: DecodedRequest, subject: str, policy: Po
            trust: TrustChecker | None, lookups: Lookups,
            protected: tuple[ProtectedPath, ...]) -> None:
     """Fill ``decision`` for ``request``: floor violations first, then the policy's, then
-    image trust's; ``decision.allow`` is whether none denies."""
+    image trust's; ``decision.allow`` is whether none denies.
+
+    In audit mode (rules.yaml ``mode: audit``) the rules' denies are logged as audit
+    violations, keeping effect "deny", and do not deny; the floor (not policy: what no policy
+    may open, the plugin's own files among it) and image trust (trust.yaml, read on its own)
+    still deny, as do the ``request-*`` refusals, made before this."""
     decision.target, decision.endpoint = request.target, request.endpoint
+    decision.request = request
+    decision.mode = policy.ruleset.mode
+    audit_mode = decision.mode == "audit"
     facts = request.facts
     floor = floor_violations(request.endpoint, facts,
                              protected + _daemon_floor(request.daemon_paths))
@@ -135,7 +149,8 @@ def decide(decision: Decision, request: DecodedRequest, subject: str, policy: Po
     evaluation = policy.evaluate(subject, request.endpoint, request.image, facts)
     violations, applied = _as_at_create(policy, subject, request, evaluation)
     for violation in violations:
-        (decision.violations if violation.effect == "deny" else decision.audits).append(violation)
+        enforced = violation.effect == "deny" and not audit_mode
+        (decision.violations if enforced else decision.audits).append(violation)
     decision.exceptions_applied = applied
     floored = {v.found for v in floor}
     decision.facts = [f for f in facts if f.describe() in floored

@@ -23,6 +23,10 @@ FLOOR_RULES = frozenset({"host-path-protected", "authz-plugin-protected"})
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 EFFECTS = ("deny", "audit")
+# ``mode:`` of the whole rules.yaml: enforce (rules deny), or audit (every deny is logged as an
+# audit violation and the request is allowed: a first roll-out). The floor rules and the
+# ``request-*`` refusals are not policy and stay enforced (authz/decision.py).
+MODES = ("enforce", "audit")
 
 
 class PolicyError(ValueError):
@@ -71,6 +75,7 @@ class RuleSet:
     exceptions: tuple[PolicyException, ...]
     roles: dict[str, tuple[str, ...]]   # role -> members
     path: Path
+    mode: str = "enforce"               # enforce | audit (MODES)
 
 
 def _rule(path: Path, item: Any) -> Rule:
@@ -205,9 +210,13 @@ def load_rules(path: Path, today: dt.date | None = None) -> RuleSet:
     doc = _yaml(path).load()
     if not isinstance(doc, dict):
         raise _yaml(path).fail(None, "the file must be a mapping with 'rules:'")
-    _yaml(path).keys(doc, {"version", "rules", "exceptions", "roles"}, "the policy")
+    _yaml(path).keys(doc, {"version", "mode", "rules", "exceptions", "roles"}, "the policy")
     if doc.get("version", 1) != 1:
         raise _yaml(path).fail(doc["__line__"], "unsupported version (this pyauthz reads version 1)")
+    mode = doc.get("mode", "enforce")
+    if not isinstance(mode, str) or mode not in MODES:
+        raise _yaml(path).fail(doc["__line__"], f"mode must be one of {', '.join(MODES)} (audit: the "
+                                                f"rules' denies are logged, not enforced), not {mode!r}")
     raw_rules = doc.get("rules") or []
     if not isinstance(raw_rules, list):
         raise _yaml(path).fail(doc["__line__"], "'rules' must be a list")
@@ -237,4 +246,4 @@ def load_rules(path: Path, today: dt.date | None = None) -> RuleSet:
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
             raise _yaml(path).fail(raw_roles["__line__"], f"role {role!r}: members must be a list of names")
         roles[str(role)] = tuple(members)
-    return RuleSet(rules=rules, exceptions=exceptions, roles=roles, path=path)
+    return RuleSet(rules=rules, exceptions=exceptions, roles=roles, path=path, mode=mode)
