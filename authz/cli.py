@@ -162,30 +162,15 @@ def health_command(socket_path, listen) -> None:
     sys.exit(0 if health.ok else 1)
 
 
-@main.command("check-policy")
-@click.argument("policy_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
-                required=False)
-def check_policy_command(policy_dir) -> None:
-    """Load a policy directory as `serve` would, and report problems (exit 1) or a summary.
+def _add_check_policy() -> None:
+    """`pyauthz check-policy [DIR]`: the first name of `pyauthz policy lint`, kept as an alias
+    (same options, output and exit status)."""
+    from authz.policytools.lint import lint_command
 
-    A running plugin that is reloaded with a policy that does not load keeps its running
-    revision; `pyauthz reload` checks first and says which revision is in force."""
-    from authz.plugin import docker_client, load_trust
-    from authz.policy import Policy
+    main.add_command(lint_command, "check-policy")
 
-    directory = policy_dir or default_policy_dir()
-    try:
-        policy = Policy.load(directory)
-        trust = load_trust(directory, docker_client("unix:///var/run/docker.sock"))  # serve's default
-    except Exception as exc:  # noqa: BLE001
-        raise click.ClickException(str(exc)) from None
-    ruleset = policy.ruleset
-    click.echo(f"{directory}: revision {policy.revision}")
-    click.echo(f"  {len(ruleset.rules)} rules, {len(ruleset.exceptions)} exceptions, "
-               f"{len(ruleset.roles)} roles")
-    warnings = policy.warnings + (trust.startup_warnings() if trust is not None else [])
-    for warning in warnings:
-        click.echo(f"  warning: {warning}")
+
+_add_check_policy()
 
 
 if __name__ == "__main__":  # pragma: no cover

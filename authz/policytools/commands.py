@@ -9,3 +9,12 @@ import click
 @click.group("policy")
 def policy() -> None:
     """Lint, test, explain and replay policy (rules.yaml, trust.yaml)."""
+
+
+def _add(module: str, name: str) -> None:
+    import importlib
+
+    policy.add_command(getattr(importlib.import_module(f"authz.policytools.{module}"), name))
+
+
+_add("lint", "lint_command")

@@ -1,0 +1,353 @@
+"""``pyauthz policy lint`` (alias ``check-policy``): every error with file:line, warnings,
+text and JSON output, exit codes."""
+
+import datetime as dt
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from authz.cli import main
+from authz.plugin import load_trust
+from authz.policy import Policy
+from authz.policytools.lint import lint
+
+SHIPPED = Path(__file__).resolve().parents[2] / "policies"
+
+
+def run(*args):
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def policy(tmp_path):
+    directory = tmp_path / "policy"
+    shutil.copytree(SHIPPED, directory)
+    return directory
+
+
+def edit(directory, old, new, file="rules.yaml"):
+    path = directory / file
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def append(directory, text, file="rules.yaml"):
+    path = directory / file
+    path.write_text(path.read_text() + text)
+
+
+def line_of(directory, needle, file="rules.yaml", nth=1):
+    lines = (directory / file).read_text().splitlines()
+    found = [i + 1 for i, line in enumerate(lines) if needle in line]
+    return found[nth - 1]
+
+
+def pem_key() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+# --------------------------------------------------------------------------- clean
+
+def test_the_shipped_policy_loads_with_check_policys_lines():
+    code, out, err = run("policy", "lint", str(SHIPPED))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert re.fullmatch(rf"{re.escape(str(SHIPPED))}: revision [0-9a-f]{{64}}", lines[0])
+    assert re.fullmatch(r"  \d+ rules, \d+ exceptions, \d+ roles", lines[1])
+    assert "  warning: image trust: no trusted key configured" in out  # serve's, as before
+    assert "no docker host" not in out      # lint reads no dockerd: not the policy's warning
+    assert lines[-1].startswith("pyauthz policy lint: 0 error(s)")
+    assert err == ""
+
+
+def test_check_policy_is_an_alias():
+    assert run("check-policy", str(SHIPPED)) == run("policy", "lint", str(SHIPPED))
+    assert run("check-policy", "--format", "json", str(SHIPPED))[0] == 0
+
+
+def test_json_output(policy):
+    code, out, _ = run("policy", "lint", "--format", "json", str(policy))
+    doc = json.loads(out)
+    assert code == 0 and doc["exit"] == 0 and doc["loads"] is True and doc["errors"] == 0
+    assert doc["mode"] == "enforce" and doc["counts"]["rules"] > 30
+    assert doc["revision"] == Policy.load(policy).revision
+    for finding in doc["findings"]:
+        assert set(finding) == {"severity", "check", "message", "file", "line"}
+    unused = [f for f in doc["findings"] if f["check"] == "role-unused"]
+    assert unused and unused[0]["file"].endswith("rules.yaml") and unused[0]["line"] > 0
+
+
+# --------------------------------------------------------------------------- errors
+
+BROKEN = [
+    # (old, new, expected text, the line it is reported at: a needle in the edited file)
+    ("  - id: privileged\n    effect: deny\n", "  - id: privileged\n    effect: deny\n    effect: audit\n",
+     "duplicate key 'effect'", "    effect: audit"),
+    ("  - id: host-ipc\n    effect: deny\n", "  - id: host-ipc\n    colour: red\n    effect: deny\n",
+     "unknown key(s) in a rule: colour", "- id: host-ipc"),
+    ("      fact: namespace.pid\n", "      fact: namespace.pidd\n",
+     "fact 'namespace.pidd' matches nothing", "fact: namespace.pidd"),
+    ("      values: [swarm.init,", "      values: [swarm.innit,",
+     "endpoint 'swarm.innit' matches nothing", "values: [swarm.innit,", -1),
+    ("      values: [\"true\"]\n", "      values: [on]\n",
+     "must be a string or a list of strings", "fact: privileged"),
+    ("  - id: host-uts\n    effect: deny\n", "  - id: host-uts\n    effect: no\n",
+     "effect must be one of deny, audit", "- id: host-uts"),
+]
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=[b[2][:20] for b in BROKEN])
+def test_one_broken_entry(policy, case):
+    old, new, problem, needle, *offset = case   # offset: reported at the mapping's line
+    edit(policy, old, new)
+    code, out, err = run("policy", "lint", str(policy))
+    assert code == 1
+    line = line_of(policy, needle) + sum(offset)
+    assert re.search(rf"error: {re.escape(str(policy))}/rules\.yaml:{line}: .*{re.escape(problem)}",
+                     err), err
+    assert "the policy does not load" in err
+    assert "error:" not in out
+
+
+def test_every_broken_entry_is_reported_at_once(policy):
+    for old, new, *_ in BROKEN[1:]:       # (a duplicate key and YAML's rest, below)
+        edit(policy, old, new)
+    append(policy, """
+  - id: merged
+    <<: {rules: [privileged]}
+    subjects: ["*"]
+    reason: x
+  - id: bad-values
+    rules: [capabilities]
+    subjects: ["*"]
+    values: [CAP_SYS_ADMIN]
+    reason: x
+  - id: bad-endpoint
+    rules: [capabilities]
+    subjects: ["*"]
+    endpoints: [container.creat]
+    reason: x
+  - id: no-role
+    rules: [capabilities]
+    subjects: ["role:nobody"]
+    reason: x
+""")
+    code, _, err = run("policy", "lint", str(policy))
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("  error: ")]
+    for _, _, problem, *_ in BROKEN[1:]:
+        assert any(problem in e for e in errors), (problem, err)
+    for problem in ("a merge key (<<)", "'CAP_SYS_ADMIN' can never match",
+                    "endpoint 'container.creat' matches nothing", "no role 'nobody'"):
+        assert any(problem in e for e in errors), (problem, err)
+    # and "'rules' is required" of the merged one: lint reads on without the merge key
+    assert len(errors) == len(BROKEN) - 1 + 5, errors
+    assert all(re.match(r"  error: \S+rules\.yaml:\d+: ", e) for e in errors), errors
+    # The loader's own first error is always among them (lint fails exactly when serve does).
+    with pytest.raises(Exception) as first:
+        Policy.load(policy)
+    assert any(str(first.value).split(": ", 1)[1] in e for e in errors)
+
+
+def test_an_exception_naming_a_broken_rule_is_not_reported_twice(policy):
+    edit(policy, "      fact: namespace.pid\n", "      fact: namespace.pidd\n")
+    append(policy, """
+  - id: pid-for-all
+    rules: [host-pid]
+    subjects: ["*"]
+    reason: x
+""")
+    code, _, err = run("policy", "lint", str(policy))
+    assert code == 1 and "no rule 'host-pid'" not in err
+    assert err.count("  error: ") == 1
+
+
+def test_a_yaml_syntax_error_ends_its_file(policy):
+    append(policy, "  - id: [unclosed\n")
+    code, _, err = run("policy", "lint", str(policy))
+    assert code == 1 and "not valid YAML" in err
+
+
+def test_trust_yaml_errors_are_reported_entry_by_entry(policy):
+    (policy / "trust.yaml").write_text("""version: 1
+keys:
+  - name: a
+    pem: nope
+  - name: b b
+    pem: nope
+rules:
+  - pattern: docker.io
+    require: maybe
+exceptions:
+  - pattern: quay.io/x
+registries:
+  docker.io:
+    insecure: true
+    insecure: false
+timeouts:
+  connect: 100
+colour: red
+""")
+    code, _, err = run("policy", "lint", str(policy))
+    assert code == 1
+    trust = f"{policy}/trust.yaml"
+    for line, problem in ((4, "expected exactly one PEM block"), (5, "key name 'b b'"),
+                          (9, "require must be one of"), (11, "missing required key 'reason'"),
+                          (15, "duplicate key 'insecure'"), (17, "timeouts.connect must be"),
+                          (18, "unknown key 'colour'")):
+        assert re.search(rf"error: {re.escape(trust)}:{line}: .*{re.escape(problem)}", err), \
+            (problem, err)
+
+
+@pytest.mark.parametrize("breaks", [
+    lambda p: edit(p, "version: 1\n", "version: 2\n"),
+    lambda p: (p / "model.conf").unlink(),
+    lambda p: edit(p, "version: 1\n", "version: 1\nmode: on\n"),
+    lambda p: edit(p, "default:\n", "default:\n  colour: red\n", file="trust.yaml"),
+    lambda p: (p / "rules.yaml").write_text(""),
+])
+def test_lint_fails_exactly_when_serve_does(policy, breaks):
+    breaks(policy)
+    code, _, err = run("policy", "lint", str(policy))
+    with pytest.raises(Exception):  # noqa: B017 - whichever loader refuses it
+        Policy.load(policy)
+        load_trust(policy, None)
+    assert code == 1 and "  error: " in err
+
+
+# --------------------------------------------------------------------------- warnings
+
+def checks(directory, today=None):
+    report = lint(directory, today=today)
+    assert not report.errors, report.errors
+    return {(f.check, f.line) for f in report.warnings}, report
+
+
+def test_expired_and_expiring_exceptions(policy):
+    append(policy, """
+  - id: gone
+    rules: [capabilities]
+    subjects: ["*"]
+    values: [SYS_ADMIN]
+    reason: x
+    expires: 2020-01-01
+  - id: soon
+    rules: [capabilities]
+    subjects: ["*"]
+    values: [NET_ADMIN]
+    reason: x
+    expires: 2030-01-05
+""")
+    found, report = checks(policy, today=dt.date(2030, 1, 1))
+    assert ("exception-expired", line_of(policy, "- id: gone")) in found
+    assert ("exception-expiring", line_of(policy, "- id: soon")) in found
+    assert not [f for f in report.findings if "expired on" in f.message and f.check == "startup"]
+    code, out, _ = run("policy", "lint", str(policy))
+    assert code == 0 and "exception gone expired on 2020-01-01" in out
+
+
+def test_exceptions_that_lift_nothing(policy):
+    append(policy, """
+  - id: wrong-endpoint
+    rules: [image-import]
+    subjects: ["*"]
+    endpoints: [container.create]
+    reason: x
+  - id: excepted-already
+    rules: [capabilities]
+    subjects: ["*"]
+    values: [CHOWN]
+    reason: x
+  - id: useful
+    rules: [capabilities]
+    subjects: ["*"]
+    values: [SYS_ADMIN, CHOWN]
+    reason: x
+""")
+    found, _ = checks(policy)
+    assert ("exception-lifts-nothing", line_of(policy, "- id: wrong-endpoint")) in found
+    assert ("exception-lifts-nothing", line_of(policy, "- id: excepted-already")) in found
+    assert ("exception-lifts-nothing", line_of(policy, "- id: useful")) not in found
+
+
+def test_rules_that_never_match_and_duplicates(policy):
+    edit(policy, "\nrules:\n", """
+rules:
+  - id: all-excepted
+    match: {fact: sysctl, except: ["*"]}
+    message: m
+    fix: f
+  - id: pull-on-create
+    match: {fact: endpoint, values: [image.pull], endpoints: [container.create]}
+    message: m
+    fix: f
+  - id: privileged-again
+    match: {fact: privileged, values: ["true"]}
+    message: m
+    fix: f
+""")
+    found, _ = checks(policy)
+    assert ("rule-never-matches", line_of(policy, "- id: all-excepted")) in found
+    assert ("rule-never-matches", line_of(policy, "- id: pull-on-create")) in found
+    assert ("rule-duplicate", line_of(policy, "- id: privileged", nth=2)) in found
+
+
+def test_unused_roles_and_yaml_1_1_role_names(policy):
+    edit(policy, "roles:\n", "roles:\n  yes: [bob]\n  '0777': [carol]\n")
+    found, _ = checks(policy)
+    assert ("role-unused", line_of(policy, "docker-admins: []")) in found
+    assert ("yaml-scalar", line_of(policy, "yes: [bob]")) in found
+    assert ("yaml-scalar", line_of(policy, "'0777'")) not in found    # quoted: a name
+    assert ("role-unused", line_of(policy, "builders: []")) not in found
+
+
+def test_audit_mode_is_a_warning_and_strict_fails_on_warnings(policy):
+    edit(policy, "version: 1\n", "version: 1\nmode: audit\n")
+    found, report = checks(policy)
+    assert any(check == "mode-audit" for check, _ in found) and report.mode == "audit"
+    code, out, err = run("policy", "lint", str(policy))
+    assert code == 0 and "mode: audit" in out
+    code, out, err = run("policy", "lint", "--strict", str(policy))
+    assert code == 1 and "--strict: warnings fail" in err
+    doc = json.loads(run("policy", "lint", "--strict", "--format", "json", str(policy))[1])
+    assert doc["exit"] == 1 and doc["errors"] == 0 and doc["strict"] is True
+
+
+def test_trust_warnings(policy):
+    (policy / "a.pub").write_text(pem_key())
+    (policy / "b.pub").write_text(pem_key())
+    (policy / "trust.yaml").write_text("""version: 1
+keys:
+  - name: a
+    file: a.pub
+  - name: b
+    file: b.pub
+default:
+  require: signature
+  keys: [a]
+rules:
+  - pattern: registry.example.com
+    require: reject
+    reason: mirror only
+  - pattern: registry.example.com/team
+    require: reject
+    reason: also
+  - pattern: docker.io
+    require: signature
+    keys: [a]
+""")
+    found, _ = checks(policy)
+    assert ("trust-key-unused", 2) in found                       # b: nothing trusts it
+    assert ("trust-rule-redundant", 14) in found                  # within a reject already
+    assert ("trust-rule-redundant", 17) in found                  # what the default asks
+    assert ("trust-rule-redundant", 11) not in found
