@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from authz.decision import Decision
+from authz.decoding import vocabulary
 from authz.decoding.uri import go_unescape
 from authz.protocol import AuthzRequest
 
@@ -279,6 +280,49 @@ def redact_uri(uri: str) -> str:
     return f"{path}?{'&'.join(parts)}"
 
 
+# The replayable record of one decision (``all_facts``) is bounded: a request with hundreds of
+# binds logs them all, but past this many bytes of facts the rest are counted, not written
+# (``all_facts_omitted``), and replay reports the line as incomplete instead of guessing.
+ALL_FACTS_BYTES = 256 * 1024
+_FACT_OVERHEAD = 64  # the keys, quotes and commas of one logged fact, and "stored":true
+
+
+def _logged_fact(fact, stored: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {"kind": fact.kind, "value": fact.value, "where": fact.where}
+    if fact.detail:
+        entry["detail"] = fact.detail
+    if stored:
+        entry["stored"] = True
+    return entry
+
+
+def decided_on(decision: Decision) -> dict[str, Any]:
+    """What the policy was asked about, as ``pyauthz policy replay`` reads it back: every
+    fact (``stored``: from the acted-on containers' stored configuration, re-judged as at
+    create) and the image ``images:`` patterns were matched against. Empty when the request
+    was refused before the policy was consulted."""
+    request = decision.request
+    if request is None:
+        return {}
+    stored = {id(f) for f in request.stored}
+    entries = [_logged_fact(f, id(f) in stored) for f in request.facts]
+    out: dict[str, Any] = {"all_facts": entries, "policy_image": request.image}
+    # JSON with ensure_ascii writes a character in at most 12 bytes (a surrogate pair).
+    rough = sum(len(f.kind) + len(f.value) + len(f.where) + len(f.detail) + _FACT_OVERHEAD
+                for f in request.facts)
+    if rough * 12 > ALL_FACTS_BYTES and len(_serialize(entries)) > ALL_FACTS_BYTES:
+        used, kept = 0, 0
+        for entry in entries:
+            used += len(_serialize(entry)) + 1
+            if used > ALL_FACTS_BYTES:
+                break
+            kept += 1
+        if kept < len(entries):
+            out["all_facts"] = entries[:kept]
+            out["all_facts_omitted"] = len(entries) - kept
+    return out
+
+
 def decision_event(call: AuthzRequest, decision: Decision, revision: str) -> dict[str, Any]:
     event: dict[str, Any] = {
         "decision_id": decision.id,
@@ -296,6 +340,8 @@ def decision_event(call: AuthzRequest, decision: Decision, revision: str) -> dic
         "policy_revision": revision,
         "duration_ms": round(decision.duration_ms, 3),
     }
+    event["fact_vocabulary"] = vocabulary.current()
+    event.update(decided_on(decision))
     if decision.audits:
         event["audit_violations"] = [v.as_log() for v in decision.audits]
     if decision.exceptions_applied:  # published as "exemptions" (docs/decision-log.md)

@@ -77,6 +77,9 @@ class Decision:
     # What the policy was asked about (every fact, which are stored, the image), for the
     # log's replayable record (audit.py); None when the request was refused before.
     request: DecodedRequest | None = None
+    # What the policy was asked about (every fact, which are stored, the image), for the
+    # log's replayable record (audit.py); None when the request was refused before.
+    request: DecodedRequest | None = None
     # rules.yaml's ``mode:`` when the policy was consulted (None: refused before it). In
     # audit mode the rules' denies are in ``audits`` with effect "deny": the would-be denies.
     mode: str | None = None
@@ -139,6 +142,7 @@ def decide(decision: Decision, request: DecodedRequest, subject: str, policy: Po
     may open, the plugin's own files among it) and image trust (trust.yaml, read on its own)
     still deny, as do the ``request-*`` refusals, made before this."""
     decision.target, decision.endpoint = request.target, request.endpoint
+    decision.request = request
     decision.request = request
     decision.mode = policy.ruleset.mode
     audit_mode = decision.mode == "audit"

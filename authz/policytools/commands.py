@@ -18,3 +18,4 @@ def _add(module: str, name: str) -> None:
 
 
 _add("lint", "lint_command")
+_add("replay", "replay_command")
