@@ -17,5 +17,6 @@ def _add(module: str, name: str) -> None:
     policy.add_command(getattr(importlib.import_module(f"authz.policytools.{module}"), name))
 
 
+_add("casetest", "test_command")
 _add("lint", "lint_command")
 _add("replay", "replay_command")
