@@ -329,6 +329,9 @@ def decision_event(call: AuthzRequest, decision: Decision, revision: str) -> dic
         "phase": decision.phase,
         "user": call.user or None,
         "auth_method": call.auth_method or None,
+        # Who the policy judged (authz/identity.py; Identity.from_log reads it back): the
+        # certificate's name and fields, or anonymous; null for a call that could not be read.
+        "identity": call.identity.as_log() if call.identity is not None else None,
         "method": call.method,
         "endpoint": decision.endpoint,
         "path": decision.target.path if decision.target else None,

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from authz.deadline import Deadline
 from authz.decoding import DecodedRequest, Fact, Target
+from authz.identity import Identity
 from authz.policy.engine import ExceptionApplied, Policy, Violation
 from authz.policy.floor import ProtectedPath, floor_violations, protected as protected_paths
 
@@ -77,9 +78,6 @@ class Decision:
     # What the policy was asked about (every fact, which are stored, the image), for the
     # log's replayable record (audit.py); None when the request was refused before.
     request: DecodedRequest | None = None
-    # What the policy was asked about (every fact, which are stored, the image), for the
-    # log's replayable record (audit.py); None when the request was refused before.
-    request: DecodedRequest | None = None
     # rules.yaml's ``mode:`` when the policy was consulted (None: refused before it). In
     # audit mode the rules' denies are in ``audits`` with effect "deny": the would-be denies.
     mode: str | None = None
@@ -106,7 +104,7 @@ def new_decision_id() -> str:
     return os.urandom(8).hex()
 
 
-def _as_at_create(policy: Policy, subject: str, request: DecodedRequest,
+def _as_at_create(policy: Policy, subject: Identity, request: DecodedRequest,
                   evaluation) -> tuple[list[Violation], list[ExceptionApplied]]:
     """A start (exec, attach, cp) judges the container's stored configuration with the
     policy in force now; an exception that lifts a rule for that configuration at create
@@ -131,7 +129,7 @@ def _daemon_floor(found: list[tuple[str, str]]) -> tuple[ProtectedPath, ...]:
     return tuple(p for path, why in found for p in protected_paths([path], why))
 
 
-def decide(decision: Decision, request: DecodedRequest, subject: str, policy: Policy,
+def decide(decision: Decision, request: DecodedRequest, subject: Identity, policy: Policy,
            trust: TrustChecker | None, lookups: Lookups,
            protected: tuple[ProtectedPath, ...]) -> None:
     """Fill ``decision`` for ``request``: floor violations first, then the policy's, then
@@ -142,7 +140,6 @@ def decide(decision: Decision, request: DecodedRequest, subject: str, policy: Po
     may open, the plugin's own files among it) and image trust (trust.yaml, read on its own)
     still deny, as do the ``request-*`` refusals, made before this."""
     decision.target, decision.endpoint = request.target, request.endpoint
-    decision.request = request
     decision.request = request
     decision.mode = policy.ruleset.mode
     audit_mode = decision.mode == "audit"

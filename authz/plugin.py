@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authz import audit
-from authz.decision import ANONYMOUS, Decision, decide, new_decision_id
+from authz.decision import Decision, decide, new_decision_id
 from authz.decoding import Lookups, RequestRefused, decode, route_of
 from authz.decoding.lookups import DECISION_SECONDS
 from authz.moby.client import DockerClient
+from authz.identity import Identity
 from authz.policy.engine import Policy
 from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
 from authz.protocol import (REQUEST_PHASE, AuthzRequest, ProtocolError, answer,
@@ -160,5 +161,7 @@ class Plugin:
         """Decode (dockerd's state included), then decide, under one set of lookups."""
         with Lookups(self.docker, self.slots, self.seconds) as lookups:
             request = decode(call, lookups)
-            decide(decision, request, call.user or ANONYMOUS, self.policy, self.trust,
-                   lookups, self.floor)
+            # Who is asking: read from the client certificate (protocol.py), never from
+            # User alone; no certificate is anonymous.
+            decide(decision, request, call.identity or Identity.anonymous(), self.policy,
+                   self.trust, lookups, self.floor)

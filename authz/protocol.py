@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from authz.identity import Identity, IdentityError, from_certificates
 
 IMPLEMENTS = {"Implements": ["authz"]}
 
@@ -64,6 +68,9 @@ class AuthzRequest:
     response_status: int | None = None
     response_body: bytes | None = None
     response_headers: Headers = field(default_factory=lambda: Headers(None))
+    # Who is asking, read from RequestPeerCertificates (authz/identity.py); None only for a
+    # call that could not be read.
+    identity: Identity | None = None
 
 
 def _text(doc: Mapping[str, Any], key: str) -> str:
@@ -96,6 +103,91 @@ def _headers(doc: Mapping[str, Any], key: str) -> Headers:
     return Headers(value)
 
 
+# dockerd forwards every certificate the TLS client presented (the leaf and whatever chain it
+# sent along). A client sends a few; more, or larger, is refused rather than parsed.
+MAX_PEER_CERTIFICATES = 8
+MAX_CERTIFICATE_DER_BYTES = 16 * 1024
+_PEM_BEGIN, _PEM_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+
+
+def _pem_certificate(index: int, pem: bytes) -> bytes:
+    """The DER of one certificate as moby's PeerCertificate.MarshalJSON writes it: Go's
+    pem.EncodeToMemory of one CERTIFICATE block, no headers."""
+    try:
+        lines = pem.decode("ascii").strip("\n").split("\n")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"RequestPeerCertificates[{index}] is not PEM") from None
+    if len(lines) < 3 or lines[0] != _PEM_BEGIN or lines[-1] != _PEM_END:
+        raise ProtocolError(f"RequestPeerCertificates[{index}] is not one PEM CERTIFICATE block")
+    try:
+        der = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"RequestPeerCertificates[{index}] has invalid PEM base64") from None
+    if not der or len(der) > MAX_CERTIFICATE_DER_BYTES:
+        raise ProtocolError(f"RequestPeerCertificates[{index}] is empty or larger than "
+                            f"{MAX_CERTIFICATE_DER_BYTES} bytes")
+    return der
+
+
+class _IdentityMemo:
+    """Identities by the certificates that carry them: a TLS client sends the same ones on
+    every call (and each call twice). Bounded; keyed by a digest, not the certificates."""
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._known: dict[bytes, Identity] = {}
+        self._lock = threading.Lock()
+
+    def identity(self, items: list[str]) -> Identity:
+        hasher = hashlib.sha256()
+        for item in items:  # length-prefixed: no two lists of strings hash the same input
+            data = item.encode("utf-8", "surrogatepass")
+            hasher.update(len(data).to_bytes(8, "big") + data)
+        digest = hasher.digest()
+        found = self._known.get(digest)
+        if found is not None:
+            return found
+        ders = []
+        for index, item in enumerate(items):
+            try:
+                pem = base64.b64decode(item, validate=True)
+            except (binascii.Error, ValueError):
+                raise ProtocolError(f"RequestPeerCertificates[{index}] is not base64") from None
+            ders.append(_pem_certificate(index, pem))
+        try:
+            found = from_certificates(ders)
+        except IdentityError as exc:
+            raise ProtocolError(str(exc)) from None
+        with self._lock:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            self._known[digest] = found
+        return found
+
+
+_IDENTITIES = _IdentityMemo()
+
+
+def _identity(doc: Mapping[str, Any], user: str) -> Identity:
+    """The caller, from the leaf of RequestPeerCertificates (JSON strings: base64 of PEM).
+    No certificate is ``anonymous``, whatever ``User`` says; with one, ``User`` must be the
+    leaf's CN as Go reads it (the last CN attribute)."""
+    value = doc.get("RequestPeerCertificates")
+    if value is None or value == []:
+        return Identity.anonymous()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ProtocolError("RequestPeerCertificates is not a list of strings")
+    if len(value) > MAX_PEER_CERTIFICATES:
+        raise ProtocolError(f"more than {MAX_PEER_CERTIFICATES} peer certificates")
+    if any(len(item) > MAX_CERTIFICATE_DER_BYTES * 2 for item in value):
+        raise ProtocolError(f"a peer certificate is larger than {MAX_CERTIFICATE_DER_BYTES} bytes")
+    identity = _IDENTITIES.identity(value)
+    if identity.name != user:
+        raise ProtocolError("User is not the client certificate's CN")
+    return identity
+
+
 def parse_call(raw: bytes, phase: str) -> AuthzRequest:
     """Read dockerd's JSON call. Raises ProtocolError on anything unreadable."""
     try:
@@ -108,9 +200,10 @@ def parse_call(raw: bytes, phase: str) -> AuthzRequest:
     if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
         raise ProtocolError("ResponseStatusCode is not an integer")
     request_phase = phase == REQUEST_PHASE
+    user = _text(doc, "User")
     return AuthzRequest(
         phase=phase,
-        user=_text(doc, "User"),
+        user=user,
         auth_method=_text(doc, "UserAuthNMethod"),
         method=_text(doc, "RequestMethod"),
         uri=_text(doc, "RequestUri"),
@@ -120,6 +213,7 @@ def parse_call(raw: bytes, phase: str) -> AuthzRequest:
         response_status=status,
         response_body=None if request_phase else _base64(doc, "ResponseBody"),
         response_headers=_headers(doc, "ResponseHeaders"),
+        identity=_identity(doc, user),
     )
 
 

@@ -6,9 +6,14 @@ only ever lift its own rule. Every fact of a request is put to the rules whose f
 matches it; Casbin's priority effect picks the first matching line: an exception, an
 ``except`` value, or the rule's deny.
 
+Who is asking is resolved here, before Casbin: the caller's ``Identity`` (its certificate
+CN and fields, authz/identity.py) becomes the set of the policy's own subject strings it is
+(``alice``, ``ou:ops``, ``role:admins``...), and Casbin's matcher only asks whether a line's
+subject is ``*`` or in that set (``subjectMatch``).
+
 Facts repeat a lot across requests (the same image, the same capabilities), so each
-answer is memoized per (subject, endpoint, image, kind, value, rule) until the policy is
-reloaded; Casbin is only asked on a miss.
+answer is memoized per (subjects the caller is, endpoint, image, kind, value, rule) until
+the policy is reloaded; Casbin is only asked on a miss.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Callable, Iterable
 import casbin
 
 from authz.decoding.facts import Fact
+from authz.identity import Identity, Subject, parse_subject
 from authz.policy.rules import PolicyException, PolicyError, Rule, RuleSet, load_rules
 
 MODEL_FILE = "model.conf"
@@ -58,6 +64,11 @@ def value_match(value: str, pattern: str, op: str) -> bool:
     if op == "under":
         return value.startswith("/") and path_under(value, pattern)
     return pattern == "*" or fnmatch.fnmatchcase(value, pattern)
+
+
+def subject_match(subjects: frozenset[str], pattern: str) -> bool:
+    """A line's subject (as written in rules.yaml) against the subjects the caller is."""
+    return pattern == "*" or pattern in subjects
 
 
 def image_match(image: str, pattern: str) -> bool:
@@ -153,20 +164,18 @@ class _RuleEnforcer:
     _CACHE_LIMIT = 2048
     _CACHE_KEY_BYTES = 512
 
-    def __init__(self, rule: Rule, exceptions: list[PolicyException], model_path: str,
-                 grouping: list[list[str]]):
+    def __init__(self, rule: Rule, exceptions: list[PolicyException], model_path: str):
         self.rule = rule
         self.exceptions = {ex.id: ex for ex in exceptions}
         self._enforcer = casbin.Enforcer(model_path, enable_log=False)
         self._enforcer.add_function("valueMatch", value_match)
         self._enforcer.add_function("imageMatch", image_match)
+        self._enforcer.add_function("subjectMatch", subject_match)
         lines = self._lines(rule, exceptions)
         # The priority effect needs the lines in priority order; stable within a level.
         lines.sort(key=lambda line: int(line[0]))
         if lines:
             self._enforcer.add_policies(lines)
-        if grouping:
-            self._enforcer.add_grouping_policies(grouping)
         self._cache: dict[tuple, str | None] = {}
         self._lock = threading.Lock()
 
@@ -183,31 +192,85 @@ class _RuleEnforcer:
         for value in rule.except_values:
             lines.append([PRIORITY_EXCEPT_VALUE, "*", "*", "*", "*", value, rule.except_op,
                           "allow", rule.id + _EXCEPT_VALUE_MARK])
-        for kind in rule.kinds:
-            for endpoint in rule.endpoints:
-                for value in rule.values:
-                    lines.append([PRIORITY_RULE, "*", endpoint, "*", kind, value, rule.op, "deny",
-                                  rule.id])
+        for sub in rule.subjects:
+            for kind in rule.kinds:
+                for endpoint in rule.endpoints:
+                    for value in rule.values:
+                        lines.append([PRIORITY_RULE, sub, endpoint, "*", kind, value, rule.op,
+                                      "deny", rule.id])
         return lines
 
-    def decide(self, subject: str, endpoint: str, image: str, fact: Fact) -> str | None:
-        """The id of the deciding line (the rule, an exception), or None: not applicable."""
-        key = (subject, endpoint, image, fact.kind, fact.value)
+    def decide(self, subjects: frozenset[str], endpoint: str, image: str,
+               fact: Fact) -> str | None:
+        """The id of the deciding line (the rule, an exception), or None: not applicable.
+        ``subjects``: the policy's subject strings the caller is (``Subjects.of``)."""
+        key = (subjects, endpoint, image, fact.kind, fact.value)
         try:
             return self._cache[key]
         except KeyError:
             pass
         with self._lock:
-            _, explain = self._enforcer.enforce_ex(subject, endpoint, image, fact.kind, fact.value)
+            _, explain = self._enforcer.enforce_ex(subjects, endpoint, image, fact.kind,
+                                                   fact.value)
         decided = explain[-1] if explain else None
         if decided is not None and decided.endswith(_EXCEPT_VALUE_MARK):
             decided = None
-        if len(subject) + len(image) + len(fact.value) > self._CACHE_KEY_BYTES:
+        # The subjects are the policy's own strings (bounded by it); the rest is the request's.
+        if len(image) + len(fact.value) > self._CACHE_KEY_BYTES:
             return decided  # rare and long: not worth keeping
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()
         self._cache[key] = decided
         return decided
+
+
+class Subjects:
+    """Which of the policy's subjects a caller is: every subject string that rules and
+    exceptions name (``*`` aside), each parsed once; roles resolved through their members
+    (names, certificate fields, other roles)."""
+
+    def __init__(self, ruleset: RuleSet):
+        named = {s for rule in ruleset.rules for s in rule.subjects}
+        named |= {s for ex in ruleset.exceptions for s in ex.subjects}
+        self._named: tuple[tuple[str, Subject], ...] = tuple(
+            (text, parse_subject(text)) for text in sorted(named) if text != "*")
+        self._roles: dict[str, tuple[Subject, ...]] = {
+            role: tuple(parse_subject(m) for m in members)
+            for role, members in ruleset.roles.items()}
+
+    def roles_of(self, identity: Identity) -> frozenset[str]:
+        """The roles ``identity`` is a member of, directly or through another role."""
+        roles: set[str] = set()
+        grew = True
+        while grew:
+            grew = False
+            for role, members in self._roles.items():
+                if role not in roles and any(self._is(identity, m, roles) for m in members):
+                    roles.add(role)
+                    grew = True
+        return frozenset(roles)
+
+    def of(self, identity: Identity) -> frozenset[str]:
+        """The subject strings of the policy that ``identity`` is."""
+        roles = self.roles_of(identity)
+        return frozenset(text for text, subject in self._named
+                         if self._is(identity, subject, roles))
+
+    @staticmethod
+    def _is(identity: Identity, subject: Subject, roles: set[str] | frozenset[str]) -> bool:
+        if subject.kind == "role":
+            return subject.value in roles
+        return identity.matches(subject)
+
+
+# The matcher pyauthz compiles rules for: a model.conf without it (one from before subjects
+# could name certificate fields) would match no exception's subject.
+MODEL_SUBJECT_MATCH = "subjectMatch(r.sub, p.sub)"
+
+
+def as_identity(subject: Identity | str) -> Identity:
+    """A caller given by name only (``"anonymous"``, a CN) as an Identity."""
+    return subject if isinstance(subject, Identity) else Identity.named(subject)
 
 
 class Policy:
@@ -227,15 +290,17 @@ class Policy:
                 if subject.startswith("role:") and subject[5:] not in roles:
                     raise PolicyError(f"{ruleset.path}:{ex.line}: exception {ex.id}: no role "
                                       f"{subject[5:]!r} under 'roles:'")
+        model = directory / MODEL_FILE
+        if model.is_file() and MODEL_SUBJECT_MATCH not in model.read_text(errors="replace"):
+            raise PolicyError(f"{model}: its matcher does not use {MODEL_SUBJECT_MATCH} (a "
+                              "model.conf from an older pyauthz); copy the shipped one")
+        self.subjects = Subjects(ruleset)
         self._rebuild_lock = threading.Lock()
         self._build(self._clock())
 
     def _build(self, today: dt.date) -> None:
         """Compile the rules with the exceptions still in force on ``today``; remember when
         the next one expires, so that it stops applying at that time, not at a reload."""
-        roles = self.ruleset.roles
-        grouping = [[member, f"role:{role}"] for role, members in roles.items()
-                    for member in members]
         by_rule: dict[str, list[PolicyException]] = {r.id: [] for r in self.ruleset.rules}
         warnings, next_expiry = [], None
         for ex in self.ruleset.exceptions:
@@ -248,7 +313,7 @@ class Policy:
             for rule_id in ex.rules:
                 by_rule[rule_id].append(ex)
         model_path = str(self.directory / MODEL_FILE)
-        enforcers = [_RuleEnforcer(rule, by_rule[rule.id], model_path, grouping)
+        enforcers = [_RuleEnforcer(rule, by_rule[rule.id], model_path)
                      for rule in self.ruleset.rules]
         self._state: tuple[list[_RuleEnforcer], dict] = (enforcers, {})
         self._next_expiry = next_expiry
@@ -283,8 +348,11 @@ class Policy:
             by_kind[kind] = found
         return found
 
-    def evaluate(self, subject: str, endpoint: str, image: str,
+    def evaluate(self, subject: Identity | str, endpoint: str, image: str,
                  facts: Iterable[Fact]) -> Evaluation:
+        """Every fact against the rules, for the caller ``subject`` (an Identity; a plain
+        string is a name, see ``Identity.named``)."""
+        subjects = self.subjects.of(as_identity(subject))
         self._current()
         state = self._state  # one compiled set for the whole evaluation
         violations: list[Violation] = []
@@ -293,7 +361,7 @@ class Policy:
         for fact in facts:
             hit = False
             for enforcer in self._candidates(state, fact.kind):
-                decided = enforcer.decide(subject, endpoint, image, fact)
+                decided = enforcer.decide(subjects, endpoint, image, fact)
                 if decided is None:
                     continue
                 hit = True

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from authz.identity import IdentityError, parse_subject
 from authz.policy.yamlfile import StrictYaml
 from authz.decoding.routes import ENDPOINTS
 from authz.decoding.facts import FACT_KINDS, value_problem
@@ -51,6 +52,7 @@ class Rule:
     reference: str
     line: int
     except_op: str = "glob"     # glob | under (``outside:`` roots)
+    subjects: tuple[str, ...] = ("*",)  # the callers the rule applies to (authz/identity.py)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ class PolicyException:
 class RuleSet:
     rules: tuple[Rule, ...]
     exceptions: tuple[PolicyException, ...]
-    roles: dict[str, tuple[str, ...]]   # role -> members
+    roles: dict[str, tuple[str, ...]]   # role -> members (subjects: names, fields, role:NAME)
     path: Path
     mode: str = "enforce"               # enforce | audit (MODES)
 
@@ -82,7 +84,8 @@ def _rule(path: Path, item: Any) -> Rule:
     if not isinstance(item, dict):
         raise _yaml(path).fail(None, "each entry of 'rules' must be a mapping")
     line = item["__line__"]
-    _yaml(path).keys(item, {"id", "effect", "match", "message", "fix", "reference"}, "a rule")
+    _yaml(path).keys(item, {"id", "effect", "match", "message", "fix", "reference", "subjects"},
+                     "a rule")
     rule_id = item.get("id")
     if (not isinstance(rule_id, str) or not _ID.match(rule_id) or rule_id.startswith("request-")
             or rule_id in FLOOR_RULES):
@@ -135,6 +138,7 @@ def _rule(path: Path, item: Any) -> Rule:
         reference=_yaml(path).text(item, "reference", required=False),
         line=line,
         except_op=except_op,
+        subjects=_yaml(path).strings(item, "subjects", default=["*"], required=True),
     )
 
 
@@ -246,4 +250,33 @@ def load_rules(path: Path, today: dt.date | None = None) -> RuleSet:
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
             raise _yaml(path).fail(raw_roles["__line__"], f"role {role!r}: members must be a list of names")
         roles[str(role)] = tuple(members)
+    _check_subjects(path, doc, rules, exceptions, roles)
     return RuleSet(rules=rules, exceptions=exceptions, roles=roles, path=path, mode=mode)
+
+
+def _check_subjects(path: Path, doc: dict, rules: tuple[Rule, ...],
+                    exceptions: tuple[PolicyException, ...],
+                    roles: dict[str, tuple[str, ...]]) -> None:
+    """Every subject and role member is one pyauthz can match (authz/identity.py), and every
+    role it names exists."""
+    def check(line: int, what: str, subject: str, in_role: bool = False) -> None:
+        try:
+            parsed = parse_subject(subject)
+        except IdentityError as exc:
+            raise _yaml(path).fail(line, f"{what}: {exc}") from None
+        if in_role and parsed.kind == "*":
+            raise _yaml(path).fail(line, f"{what}: '*' is not a member (everyone is everyone)")
+        if parsed.kind == "role" and parsed.value not in roles:
+            raise _yaml(path).fail(line, f"{what}: no role {parsed.value!r} under 'roles:'")
+
+    for rule in rules:
+        for subject in rule.subjects:
+            check(rule.line, f"rule {rule.id}", subject)
+    for ex in exceptions:
+        for subject in ex.subjects:
+            check(ex.line, f"exception {ex.id}", subject)
+    raw_roles = doc.get("roles") or {}
+    line = raw_roles.get("__line__", doc["__line__"]) if isinstance(raw_roles, dict) else None
+    for role, members in roles.items():
+        for member in members:
+            check(line, f"role {role!r}", member, in_role=True)
