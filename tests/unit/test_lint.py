@@ -351,3 +351,192 @@ rules:
     assert ("trust-rule-redundant", 14) in found                  # within a reject already
     assert ("trust-rule-redundant", 17) in found                  # what the default asks
     assert ("trust-rule-redundant", 11) not in found
+
+
+# --------------------------------------------------------------------------- JSON Schemas
+
+jsonschema = pytest.importorskip("jsonschema")
+SCHEMAS = Path(__file__).resolve().parents[2] / "schema"
+
+
+def schema(name):
+    doc = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(doc)
+    return doc
+
+
+def as_editors_read(value):
+    """A YAML document as a YAML 1.2 editor hands it to a JSON Schema: dates are text."""
+    if isinstance(value, dict):
+        return {str(k): as_editors_read(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_editors_read(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def schema_errors(name, text):
+    import yaml
+
+    validator = jsonschema.Draft202012Validator(schema(name),
+                                                format_checker=jsonschema.FormatChecker())
+    return [e.message for e in validator.iter_errors(as_editors_read(yaml.safe_load(text)))]
+
+
+@pytest.mark.parametrize("name", ["rules", "trust"])
+def test_the_shipped_policy_is_valid(name):
+    assert schema_errors(name, (SHIPPED / f"{name}.yaml").read_text()) == []
+
+
+def test_the_trust_fixture_is_valid(tmp_path):
+    directory = full_trust(tmp_path)
+    assert schema_errors("trust", (directory / "trust.yaml").read_text()) == []
+
+
+@pytest.mark.parametrize("old, new", [
+    ("  - id: host-ipc\n", "  - id: host-ipc\n    colour: red\n"),
+    ("      fact: namespace.pid\n", "      fact: namespace.pidd\n"),
+    ("      values: [swarm.init,", "      values: [swarm.init]\n      endpoints: [swarm.innit,"),
+    ("  - id: host-uts\n    effect: deny\n", "  - id: host-uts\n    effect: no\n"),
+    ("      values: [\"true\"]\n", "      values: [\"true\"]\n      paths: [/x]\n"),
+    ("version: 1\n", "version: 1\nmode: permissive\n"),
+    ("  - id: host-uts\n", "  - id: request-uts\n"),
+    ("    reason:", "    expires: next week\n    reason:"),
+])
+def test_the_rules_schema_refuses_what_the_loader_refuses(policy, old, new):
+    edit(policy, old, new)
+    with pytest.raises(Exception):  # noqa: B017 - PolicyError; the point is that both refuse
+        Policy.load(policy)
+    assert schema_errors("rules", (policy / "rules.yaml").read_text())
+
+
+@pytest.mark.parametrize("old, new", [
+    ("default:\n", "default:\n  colour: red\n"),
+    ("  require: signature\n  identity: repository\n", "  require: maybe\n"),
+    ("  require: signature\n  identity: repository\n", "  require: accept\n"),
+    ("exceptions: []\n", "exceptions:\n  - pattern: quay.io/x\n"),
+    ("  connect: 2\n", "  connect: 200\n"),
+    ("registries: {}\n", "registries:\n  h.example.com: {insecure: true, ca_file: x.pem}\n"),
+])
+def test_the_trust_schema_refuses_what_the_loader_refuses(policy, old, new):
+    edit(policy, old, new, file="trust.yaml")
+    with pytest.raises(Exception):  # noqa: B017 - TrustPolicyError
+        load_trust(policy, None)
+    assert schema_errors("trust", (policy / "trust.yaml").read_text())
+
+
+def props(node):
+    return set(node["properties"])
+
+
+def test_the_rules_schema_and_loader_accept_the_same_keys(monkeypatch):
+    """Every mapping the loader reads, with the keys it allows (recorded from the loader
+    itself while it loads the shipped policy), is the schema's, and the reverse."""
+    from authz.decoding.facts import FACT_KINDS
+    from authz.decoding.routes import ENDPOINTS
+    from authz.policy import rules as rules_module
+    from authz.policy.yamlfile import StrictYaml
+
+    seen = {}
+    original = StrictYaml.keys
+
+    def record(self, item, allowed, what, required=frozenset()):
+        seen[what] = set(allowed)
+        return original(self, item, allowed, what, required)
+
+    monkeypatch.setattr(StrictYaml, "keys", record)
+    Policy.load(SHIPPED)
+    doc = schema("rules")
+    defs = doc["$defs"]
+    assert seen == {"the policy": props(doc), "a rule": props(defs["rule"]),
+                    "match": props(defs["match"]), "an exception": props(defs["exception"])}
+    assert doc["properties"]["mode"]["enum"] == list(rules_module.MODES)
+    assert defs["rule"]["properties"]["effect"]["enum"] == list(rules_module.EFFECTS)
+    assert set(defs["rule"]["properties"]["id"]["allOf"][2]["not"]["enum"]) == set(
+        rules_module.FLOOR_RULES)
+    assert defs["id"]["pattern"] == rules_module._ID.pattern
+    kinds = set(defs["kind"]["anyOf"][0]["enum"])
+    assert kinds == set(FACT_KINDS), ("schema/rules.schema.json $defs.kind: add",
+                                      sorted(set(FACT_KINDS) - kinds), "remove",
+                                      sorted(kinds - set(FACT_KINDS)))
+    endpoints = set(defs["endpoint"]["anyOf"][0]["enum"])
+    assert endpoints == set(ENDPOINTS), ("schema/rules.schema.json $defs.endpoint: add",
+                                         sorted(set(ENDPOINTS) - endpoints), "remove",
+                                         sorted(endpoints - set(ENDPOINTS)))
+
+
+def full_trust(tmp_path):
+    """A policy directory whose trust.yaml uses every key the loader knows."""
+    directory = tmp_path / "full"
+    shutil.copytree(SHIPPED, directory)
+    from authz.trust.keys import load_public_key
+
+    pem = pem_key()
+    (directory / "a.pub").write_text(pem)
+    fingerprint = load_public_key(pem.encode(), "a", "a.pub").fingerprint
+    (directory / "ca.pem").write_text("not checked here")
+    (directory / "auth.json").write_text('{"auths": {}}')
+    (directory / "auth.json").chmod(0o600)
+    indented = "\n".join("      " + line for line in pem_key().strip().splitlines())
+    (directory / "trust.yaml").write_text(f"""version: 1
+keys:
+  - name: a
+    file: a.pub
+    fingerprint: "{fingerprint}"
+  - name: b
+    pem: |
+{indented}
+default:
+  require: signature
+  keys: [a]
+  identity: repository
+  reason: the default
+rules:
+  - pattern: registry.example.com/team
+    require: signature
+    keys: [a, b]
+    identity: {{exact: registry.example.com/team/app}}
+    reason: signed before mirroring
+exceptions:
+  - pattern: quay.io/vendor/agent
+    reason: vendor ships unsigned images
+registries:
+  registry.example.com:
+    ca_file: ca.pem
+  127.0.0.1:5000:
+    insecure: true
+credentials_file: auth.json
+timeouts: {{connect: 1, read: 1, decision: 3}}
+cache: {{ttl_seconds: 60, max_entries: 10}}
+""")
+    return directory
+
+
+def test_the_trust_schema_and_loader_accept_the_same_keys(tmp_path, monkeypatch):
+    from authz.trust import policy as trust_policy
+    from authz.trust.trustyaml import TrustYaml
+
+    directory = full_trust(tmp_path)
+    seen = {}
+    original = TrustYaml.section
+
+    def record(self, value, line, what, allowed, required=frozenset()):
+        seen[re.sub(r"^registry '.*'$", "registry", what)] = (set(allowed), set(required))
+        return original(self, value, line, what, allowed, required)
+
+    monkeypatch.setattr(TrustYaml, "section", record)
+    assert load_trust(directory, None) is not None
+    doc = schema("trust")
+    defs = doc["$defs"]
+    identity = defs["rule"]["properties"]["identity"]["oneOf"][1]
+
+    def of(node):
+        return props(node), set(node.get("required", ()))
+
+    assert seen == {"trust.yaml": of(doc), "a key": of(defs["key"]), "default": of(defs["default"]),
+                    "rule": of(defs["rule"]), "exception": of(defs["exception"]),
+                    "registry": of(defs["registry"]), "identity": of(identity),
+                    "timeouts": of(doc["properties"]["timeouts"]),
+                    "cache": of(doc["properties"]["cache"])}
+    assert defs["require"]["enum"] == list(trust_policy.ACTIONS)
