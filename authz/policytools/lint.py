@@ -413,14 +413,16 @@ def _rules_warnings(ruleset: RuleSet, report: Report, today: dt.date,
                                                          f"never matches its values "
                                                          f"({', '.join(dead)})")
     named = set()
-    for holder in list(ruleset.exceptions) + list(ruleset.rules):
-        for subject in getattr(holder, "subjects", None) or ():
-            if subject.startswith("role:"):
-                named.add(subject[5:])
+    subjects = [s for holder in list(ruleset.exceptions) + list(ruleset.rules)
+                for s in getattr(holder, "subjects", None) or ()]
+    subjects += [member for members in ruleset.roles.values() for member in members]
+    for subject in subjects:
+        if subject.startswith("role:"):
+            named.add(subject[5:])
     for role in ruleset.roles:
         if role not in named:
-            warn("role-unused", role_lines.get(role), f"role {role}: no exception or rule names "
-                                                      f"role:{role}")
+            warn("role-unused", role_lines.get(role), f"role {role}: no exception, rule or role "
+                                                      f"names role:{role}")
 
 
 def _reach(rule) -> set[str]:
