@@ -223,6 +223,16 @@ class _RuleEnforcer:
         self._cache[key] = decided
         return decided
 
+    def deciding_line(self, subjects: frozenset[str], endpoint: str, image: str,
+                      fact: Fact) -> list[str]:
+        """The policy line that decides ``fact`` (uncached, for ``policy explain``): its
+        last field is the rule id, an exception id, or ``RULE#except`` for a value the rule
+        ``except:``s (the value pattern is field 5); [] when the rule does not apply."""
+        with self._lock:
+            _, explain = self._enforcer.enforce_ex(subjects, endpoint, image, fact.kind,
+                                                   fact.value)
+        return list(explain)
+
 
 class Subjects:
     """Which of the policy's subjects a caller is: every subject string that rules and
@@ -374,3 +384,25 @@ class Policy:
             if hit:
                 matched.append(fact)
         return Evaluation(tuple(violations), tuple(applied), tuple(matched))
+
+    def explain_fact(self, subject: Identity | str, endpoint: str, image: str,
+                     fact: Fact) -> list[tuple[Rule, str, str]]:
+        """Every rule ``fact`` is put to, and what decided it, as ``policy explain`` shows:
+        ``(rule, "deny" | "audit", "")`` the rule matched; ``(rule, "exception", ID)``
+        lifted by that exception; ``(rule, "except", VALUE)`` left alone by the rule's own
+        ``except:`` value; ``(rule, "", "")`` it did not match."""
+        subjects = self.subjects.of(as_identity(subject))
+        self._current()
+        out = []
+        for enforcer in self._candidates(self._state, fact.kind):
+            rule, line = enforcer.rule, enforcer.deciding_line(subjects, endpoint, image, fact)
+            decided = line[-1] if line else ""
+            if not decided:
+                out.append((rule, "", ""))
+            elif decided == rule.id:
+                out.append((rule, rule.effect, ""))
+            elif decided.endswith(_EXCEPT_VALUE_MARK):
+                out.append((rule, "except", line[5]))
+            else:
+                out.append((rule, "exception", decided))
+        return out

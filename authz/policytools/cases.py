@@ -204,7 +204,7 @@ def _certificate(reader: StrictYaml, item: dict, line: int) -> dict[str, tuple[s
     return out
 
 
-def _state(reader: StrictYaml, item: dict, line: int) -> dict[str, tuple[dict, ...]]:
+def read_state(reader: StrictYaml, item: dict, line: int | None) -> dict[str, tuple[dict, ...]]:
     state = item.get("state")
     if state is None:
         return {}
@@ -254,7 +254,7 @@ def _case(reader: StrictYaml, item: Any, index: int) -> Case:
         docker=_argv(item["docker"], reader, line) if "docker" in item else (),
         request=raw_request(item["request"], reader) if "request" in item else None,
         call=call, api_version=api_version, user=user,
-        certificate=_certificate(reader, item, line), state=_state(reader, item, line),
+        certificate=_certificate(reader, item, line), state=read_state(reader, item, line),
         audits=_ids(reader, item, "audits"), exceptions=_ids(reader, item, "exceptions"),
         near_miss=near_miss)
 

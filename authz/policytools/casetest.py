@@ -46,7 +46,7 @@ def cli_calls(argv: list[str], api_version: str, user: str) -> list[tuple[str, A
         raise CallError("this pyauthz cannot translate docker CLI lines yet "
                         "(authz/policytools/docker_cli.py); give the request raw") from None
     try:
-        calls = docker_cli.api_calls(list(argv), api_version=api_version)
+        calls = docker_cli.api_calls(["docker", *argv], api_version=api_version)
         return [(c.label, docker_cli.to_authz_request(c, user=user)) for c in calls]
     except docker_cli.CliError as exc:
         raise CallError(f"cannot translate the CLI line: {exc}") from None
@@ -166,7 +166,8 @@ def table(results: list[Result]) -> str:
     rows = [("RESULT", "CASE", "CALL", "EXPECTED", "ACTUAL")]
     notes: dict[int, list[str]] = {}
     for r in results:
-        call = f"{r.label} {r.endpoint}".strip() or "-"
+        call = (f"every call: {r.label.replace('+', ', ')}" if "+" in r.label
+                else f"{r.label} {r.endpoint}".strip() or "-")
         rows.append(("PASS" if r.passed else "FAIL", r.case.name, call, r.expected, r.actual))
         if not r.passed:
             notes[len(rows) - 1] = [f"{r.case.where}: {p}" for p in r.problems] + [

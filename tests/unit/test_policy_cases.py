@@ -15,6 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+import authz.policytools
 from authz.cli import main
 from authz.policy import Policy
 from authz.policy.floor import SYSTEM_FLOOR
@@ -244,8 +245,9 @@ def fake_cli(monkeypatch, calls):
         headers: dict = field(default_factory=dict)
 
     def api_calls(argv, *, api_version="1.41"):
-        if argv[0] != "run":
-            raise CliError(f"unknown command {argv[0]!r}")
+        assert argv[0] == "docker"
+        if argv[1] != "run":
+            raise CliError(f"unknown command {argv[1]!r}")
         return [ApiCall(m, u, label, body_bytes(b)) for label, (m, u, b) in calls.items()]
 
     def to_authz_request(call, user=""):
@@ -253,6 +255,7 @@ def fake_cli(monkeypatch, calls):
 
     module.CliError, module.api_calls, module.to_authz_request = CliError, api_calls, to_authz_request
     monkeypatch.setitem(sys.modules, "authz.policytools.docker_cli", module)
+    monkeypatch.setattr(authz.policytools, "docker_cli", module, raising=False)
 
 
 def test_a_cli_line_is_judged_on_the_call_that_decides(tmp_path, monkeypatch):
