@@ -33,6 +33,7 @@ from authz.moby.reference import DEFAULT_DOMAIN, InvalidReference, parse_referen
 from authz.policytools.docker_cli_errors import CliError
 from authz.policytools.docker_cli_flags import BOOL, INT, LIST, Flag, FlagSet
 from authz.policytools.docker_cli_go import api_uri, go_json
+from authz.policytools.docker_cli_objects import plugin, update
 from authz.protocol import REQUEST_PHASE, AuthzRequest, Headers
 
 __all__ = ["ApiCall", "CliError", "api_calls", "placeholder_id", "to_authz_request", "USER_AGENT"]
@@ -277,7 +278,8 @@ def _dispatch(command: str, argv: list[str], rest: list[str], out: _Calls) -> No
         for name in parsed.args:
             out.post(f"/containers/{_name(name)}/kill", "kill", {"signal": parsed.get("signal", "KILL")})
     elif command in ("inspect", "container inspect", "image inspect"):
-        parsed = _simple(command, [Flag("format", short="f"), Flag("size", BOOL, "s"), Flag("type")], rest, 1)
+        flags = [Flag("format", short="f"), Flag("size", BOOL, "s")]
+        parsed = _simple(command, flags + ([Flag("type")] if command == "inspect" else []), rest, 1)
         kind = {"container inspect": "container", "image inspect": "image"}.get(command, parsed.get("type"))
         if kind not in ("container", "image"):
             raise CliError("docker inspect without --type container|image tries each object type "
@@ -294,6 +296,10 @@ def _dispatch(command: str, argv: list[str], rest: list[str], out: _Calls) -> No
         _network_create(rest, out)
     elif command == "login":
         _login(rest, out)
+    elif command == "update":
+        update(rest, out)
+    elif command.startswith("plugin "):
+        plugin(command, rest, out)
     else:
         raise CliError(f"docker {command}: command not modelled")
 
@@ -303,6 +309,7 @@ _MANAGEMENT = {  # docker <group> <cmd> forms that are another command's alias
     ("container", "start"): "start", ("container", "ls"): "ps", ("container", "ps"): "ps",
     ("container", "list"): "ps", ("container", "rm"): "rm", ("container", "stop"): "stop",
     ("container", "kill"): "kill", ("container", "inspect"): "container inspect",
+    ("container", "update"): "update",
     ("image", "pull"): "pull", ("image", "ls"): "images", ("image", "list"): "images",
     ("image", "inspect"): "image inspect", ("system", "info"): "info",
     ("volume", "create"): "volume create", ("network", "create"): "network create",

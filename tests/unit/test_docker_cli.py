@@ -238,6 +238,22 @@ def test_volume_and_network_create():
     assert (net["Driver"], net["Options"], net["Name"]) == ("macvlan", {"parent": "eth0"}, "n")
 
 
+def test_update_and_plugin_commands():
+    calls = api_calls(["docker", "update", "--restart", "always", "-m", "1g", "c1", "c2"])
+    assert [c.uri for c in calls[1:]] == ["/v1.41/containers/c1/update", "/v1.41/containers/c2/update"]
+    body = json.loads(calls[1].body)
+    assert body["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}
+    assert (body["Memory"], body["PidsLimit"], body["MemorySwappiness"]) == (1 << 30, None, None)
+    with pytest.raises(CliError, match="one or more flags"):
+        api_calls(["docker", "update", "c1"])
+    assert api_calls(["docker", "plugin", "enable", "p"])[1].uri == "/v1.41/plugins/p/enable?timeout=30"
+    assert api_calls(["docker", "plugin", "disable", "-f", "p"])[1].uri == "/v1.41/plugins/p/disable?force=1"
+    assert api_calls(["docker", "plugin", "rm", "p"])[1].method == "DELETE"
+    assert api_calls(["docker", "plugin", "set", "p", "mounts.m.source=/"])[1].body == b'["mounts.m.source=/"]\n'
+    with pytest.raises(CliError, match="not modelled"):
+        api_calls(["docker", "plugin", "install", "x/y"])
+
+
 def test_login_never_carries_credentials():
     calls = api_calls(["docker", "login", "-u", "alice", "-p", "hunter2", "reg.example"])
     assert [c.label for c in calls] == ["ping", "info", "login"]
