@@ -210,12 +210,22 @@ def junit(results: list[Result], policy_dir: Path) -> ET.ElementTree:
     return ET.ElementTree(root)
 
 
-def _load(policy_dir: Path, files: tuple[Path, ...]):
+def with_mode(policy: Policy, mode: str | None) -> Policy:
+    """``policy`` deciding as if rules.yaml said ``mode:`` (None: as it says)."""
+    if mode is None or getattr(policy.ruleset, "mode", None) == mode:
+        return policy
+    import dataclasses
+
+    return Policy(policy.directory, dataclasses.replace(policy.ruleset, mode=mode),
+                  policy.revision)
+
+
+def _load(policy_dir: Path, files: tuple[Path, ...], mode: str | None = None):
     from authz.policy.rules import PolicyError
     from authz.policytools.cases import CaseError, load_cases
 
     try:
-        policy = Policy.load(policy_dir)
+        policy = with_mode(Policy.load(policy_dir), mode)
     except (PolicyError, OSError) as exc:
         raise SystemExit(_fail(f"the policy does not load: {exc}")) from None
     try:
@@ -240,11 +250,15 @@ def _command():
                                                         path_type=Path))
     @click.option("--junit", "junit_file", type=click.Path(dir_okay=False, path_type=Path),
                   help="Also write the results as JUnit XML to this file.")
-    def test_command(policy_dir: Path, files: tuple[Path, ...], junit_file: Path | None) -> None:
+    @click.option("--mode", type=click.Choice(["enforce", "audit"]), default=None,
+                  help="Decide as if rules.yaml said this mode: (test the rules of a policy "
+                       "rolled out with mode: audit as they will enforce).")
+    def test_command(policy_dir: Path, files: tuple[Path, ...], junit_file: Path | None,
+                     mode: str | None) -> None:
         """Run the test cases kept beside a policy (POLICY_DIR/tests/*.yaml, or FILES)
         through the plugin's decision path, offline. Exit 0: every case passed; 1: a case
         failed; 2: the policy or a case file does not load (nothing was tested)."""
-        policy, cases = _load(policy_dir, files)
+        policy, cases = _load(policy_dir, files, mode)
         results = run_cases(policy, cases, serve_floor(policy_dir))
         click.echo(table(results))
         if junit_file is not None:

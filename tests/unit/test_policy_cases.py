@@ -427,3 +427,14 @@ def test_a_mutant_fails_through_the_cli_too(tmp_path):
     shutil.copytree(SHIPPED / "tests", directory / "tests")
     result = CliRunner().invoke(main, ["policy", "test", str(directory)])
     assert result.exit_code == 1 and "FAIL    privileged container" in result.output
+
+
+def test_mode_tests_an_audit_roll_out_as_it_will_enforce(tmp_path):
+    rules = (SHIPPED / "rules.yaml").read_text().replace("version: 1\n", "version: 1\nmode: audit\n", 1)
+    directory = policy_dir(tmp_path, PRIVILEGED, rules_yaml=rules)
+    assert CliRunner().invoke(main, ["policy", "test", str(directory)]).exit_code == 1
+    result = CliRunner().invoke(main, ["policy", "test", "--mode", "enforce", str(directory)])
+    assert result.exit_code == 0, result.output
+    (directory / "tests" / "cases.yaml").write_text(PRIVILEGED.replace(
+        "expect: deny\n    rules: [privileged]", "expect: allow\n    audits: [privileged]"))
+    assert CliRunner().invoke(main, ["policy", "test", str(directory)]).exit_code == 0
