@@ -456,3 +456,21 @@ def test_still_denied_by_other_rules(tmp_path, change):
     (group,) = report.groups(change, 3)
     assert group["rule"] == "-privileged"
     assert group["examples"][0]["found"] == ["HostConfig.Privileged: privileged=true"]
+
+
+def test_the_logged_request_rebuilds_exactly_what_the_policy_was_asked():
+    from authz.policytools.replay import rebuild_request
+    from authz.protocol import parse_call
+
+    live, lines = plugin(SHIPPED)
+    for method, uri, body in SESSION:
+        decision = live.decide(parse_call(raw_call(method, uri, body), REQUEST_PHASE))
+        line = json.loads(audit._serialize(audit.decision_event(
+            parse_call(raw_call(method, uri, body), REQUEST_PHASE), decision, "r")))
+        if decision.request is None:
+            assert "all_facts" not in line
+            continue
+        rebuilt = rebuild_request(line)
+        assert rebuilt.facts == decision.request.facts, uri
+        assert rebuilt.stored == decision.request.stored, uri
+        assert rebuilt.image == decision.request.image and rebuilt.endpoint == decision.endpoint
