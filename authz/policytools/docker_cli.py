@@ -12,14 +12,17 @@ is fixed and documented:
 - the image given to run/create is taken to exist locally (the CLI pulls and retries the
   create only after a 404), and content trust is off (``DOCKER_CONTENT_TRUST`` unset);
 - ``-e NAME`` without a value takes NAME from this process's environment, as the CLI takes
-  it from its own; stdin/stdout are taken not to be a terminal, so the terminal-size
-  ``resize`` calls that follow ``-t`` on a real terminal are left out;
+  it from its own; ``run -it``/``exec -it`` are translated as on a terminal (off one the
+  CLI stops before any call), without the ``resize`` calls that carry the terminal's size
+  after the start;
 - for run, the ``attach`` (unless -d) and ``wait`` calls are included, labelled;
 - registry credentials never appear: ``X-Registry-Auth`` is stripped by dockerd before a
   plugin sees it, and ``login``'s ``/auth`` body has its username and password replaced by
   ``<redacted>`` (``to_authz_request`` forwards no ``/auth`` body);
-- ``HostConfig.Binds`` is in argv order (the CLI's order is a Go map's: random); rm, stop
-  and kill of several containers are sent concurrently by the CLI, listed here in argv order.
+- ``HostConfig.Binds`` and run/create's ``Env`` are in argv order (the CLI's order is a Go
+  map's: random; ``Env`` has one entry per name, the last given); the CLI's config.json is
+  taken to configure no ``proxies`` (the CLI would add them to ``Env``); rm, stop and kill
+  of several containers are sent concurrently by the CLI, listed here in argv order.
 
 Anything else it cannot translate exactly raises ``CliError``: never a guess.
 """

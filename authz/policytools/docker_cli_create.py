@@ -169,8 +169,6 @@ def build_create(command: str, parsed: Parsed) -> Create:
     stdin_once = stdin and attach_stdin
     if command == "run" and detach:
         attach_stdin = attach_stdout = attach_stderr = stdin_once = False
-    if command == "run" and not detach and attach_stdin and tty:
-        raise CliError("docker run -t with stdin attached needs a terminal: not modelled offline")
     swappiness = parsed.get("memory-swappiness", -1)
     if swappiness != -1 and not 0 <= swappiness <= 100:
         raise CliError(f"invalid value: {swappiness}. Valid memory swappiness range is 0-100")
@@ -198,7 +196,7 @@ def build_create(command: str, parsed: Parsed) -> Create:
     for rule in parsed.list("device-cgroup-rule"):
         if not _DEVICE_CGROUP_RULE.match(rule):
             raise CliError(f"invalid device cgroup format '{rule}'")
-    env = [_validate_env(v) for v in parsed.list("env")] or None
+    env = _env([_validate_env(v) for v in parsed.list("env")])
     labels = kv_map([_validate_label(v) for v in parsed.list("label")])
     modes = {flag: parsed.get(flag[2:], "") for flag in ("--pid", "--uts", "--userns", "--cgroupns")}
     for flag, value in modes.items():
@@ -308,6 +306,17 @@ def build_create(command: str, parsed: Parsed) -> Create:
     query = {"name": parsed.get("name")} if parsed.get("name") else {}
     return Create(body, query, attach_stdin, attach_stdout, attach_stderr, tty, auto_remove)
 
+
+
+def _env(values: list[str]) -> list[str] | None:
+    """run/create pass -e through a Go map (ParseProxyConfig, with no proxies configured in
+    the CLI's config.json): one entry per name, the last one given; the CLI's order is the
+    map's (random), here the order of first appearance."""
+    merged: dict[str, str] = {}
+    for value in values:
+        name = value.split("=", 1)[0]
+        merged[name] = value
+    return list(merged.values()) or None
 
 
 def _attach(value: str) -> str:

@@ -10,7 +10,8 @@ equal, and whether dockerd forwarded a body with what ``to_authz_request`` says.
 Normalized before comparing, and nothing else:
 - container and exec ids dockerd handed out (64 hex in a path) and the translation's
   placeholder ids, both to ``<ID>``;
-- ``HostConfig.Binds`` sorted (the CLI orders it by iterating a Go map);
+- ``HostConfig.Binds`` and a create's ``Env`` sorted (the CLI orders them by iterating a
+  Go map); the CLI's config.json has no ``proxies`` (it would add them to ``Env``);
 - ``login``: the translation redacts the username and password of the ``/auth`` body;
   this dockerd forwards that body (with the password) to the plugin, while
   ``to_authz_request`` forwards none, as dockerd's source says it should (its
@@ -96,6 +97,8 @@ def _norm_body(body: bytes | None, uri: str):
     doc = json.loads(body)
     if isinstance(doc, dict) and isinstance(doc.get("HostConfig"), dict) and doc["HostConfig"].get("Binds"):
         doc["HostConfig"]["Binds"] = sorted(doc["HostConfig"]["Binds"])
+    if isinstance(doc, dict) and "HostConfig" in doc and doc.get("Env"):
+        doc["Env"] = sorted(doc["Env"])
     if uri.endswith("/auth"):
         doc["username"] = doc["password"] = "<redacted>"
     return doc
@@ -131,7 +134,7 @@ def _commands(tmp: Path) -> list[list[str]]:
          "-p", "53", "-p", "[::1]:5353:53/udp", "-P", "--expose", "7000-7001", "--read-only",
          "-m", "64m", "--memory-reservation", "1.5m", "--pids-limit", "0x40", "--runtime", "runc", IMG],
         ["create", "-l", "a=b", "-l", "c", "--cgroup-parent", "/x", "--volume-driver", "local",
-         "--name", "named1", "-e", "A=1", "-e", "B", "-e", "UNSET_IN_ENV", "--entrypoint", "/bin/sh",
+         "--name", "named1", "-e", "A=1", "-e", "B", "-e", "UNSET_IN_ENV", "-e", "A=2", "--entrypoint", "/bin/sh",
          "-w", "/tmp", "-it", "--init", "--group-add", "10", "--hostname", "h", "--dns", "1.1.1.1",
          IMG, "-c", "true"],
         ["create", "--health-cmd", "true", "--health-interval", "1m30s", "--health-retries", "3",

@@ -109,6 +109,7 @@ FLAG_CASES = [
     (["--volumes-from", "other:ro"], "HostConfig.VolumesFrom", ["other:ro"]),
     (["--volume-driver", "rexray"], "HostConfig.VolumeDriver", "rexray"),
     (["-e", "A=1", "-e", "B=2=3"], "Env", ["A=1", "B=2=3"]),
+    (["-e", "A=1", "-e", "PYAUTHZ_NOT_SET_X", "-e", "A=2"], "Env", ["A=2", "PYAUTHZ_NOT_SET_X"]),
     (["--entrypoint", "/bin/sh"], "Entrypoint", ["/bin/sh"]),
     (["--entrypoint="], "Entrypoint", [""]),
     (["-w", "/tmp"], "WorkingDir", "/tmp"),
@@ -182,6 +183,14 @@ def test_run_detached_has_no_attach_and_clears_attach_flags():
     body = json.loads(calls[1].body)
     assert (body["AttachStdin"], body["AttachStdout"], body["OpenStdin"], body["Tty"]) == (False, False, True, True)
     assert calls[2].uri.endswith("/wait?condition=next-exit")
+
+
+def test_run_interactive_with_a_terminal():
+    # On a terminal the CLI goes on (resize calls with the terminal's size follow the
+    # start: left out); off a terminal it stops before any call.
+    calls = api_calls(["docker", "run", "-it", "--privileged", IMG, "sh"])
+    assert [c.label for c in calls] == ["ping", "create", "attach", "wait", "start"]
+    assert calls[2].uri.endswith("/attach?stderr=1&stdin=1&stdout=1&stream=1")
 
 
 def test_run_pull_always_pulls_first():
@@ -279,7 +288,6 @@ def test_login_never_carries_credentials():
     (["run", "--security-opt", "bogus", IMG], "Invalid --security-opt"),
     (["run", "--device-cgroup-rule", "x", IMG], "invalid device cgroup format"),
     (["run", "-m", "lots", IMG], "invalid size"),
-    (["run", "-it", IMG], "terminal"),
     (["run", "Not/Valid", IMG], "invalid image reference"),
     (["run"], "requires at least 1 argument"),
     (["inspect", "x"], "--type"),
