@@ -430,7 +430,8 @@ def test_a_mutant_fails_through_the_cli_too(tmp_path):
 
 
 def test_mode_tests_an_audit_roll_out_as_it_will_enforce(tmp_path):
-    rules = (SHIPPED / "rules.yaml").read_text().replace("version: 1\n", "version: 1\nmode: audit\n", 1)
+    rules = ("version: 1\nmode: audit\nrules:\n  - {id: privileged, match: {fact: privileged, "
+             "values: [\"true\"]}, message: m, fix: f}\n")
     directory = policy_dir(tmp_path, PRIVILEGED, rules_yaml=rules)
     assert CliRunner().invoke(main, ["policy", "test", str(directory)]).exit_code == 1
     result = CliRunner().invoke(main, ["policy", "test", "--mode", "enforce", str(directory)])
