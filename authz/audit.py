@@ -341,6 +341,8 @@ def decision_event(call: AuthzRequest, decision: Decision, revision: str) -> dic
         "facts": [{"kind": f.kind, "value": f.value, "where": f.where} for f in decision.facts],
         "violations": [v.as_log() for v in decision.violations],
         "policy_revision": revision,
+        # enforce | audit (rules.yaml mode:); null on a call that could not be read
+        "mode": decision.mode,
         "duration_ms": round(decision.duration_ms, 3),
     }
     event["fact_vocabulary"] = vocabulary.current()

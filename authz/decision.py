@@ -171,4 +171,6 @@ def _check_images(decision: Decision, request: DecodedRequest, trust: TrustCheck
         result = checks[kind](reference, lookups.use())
         decision.images.append(result.log_fields())
         if not result.allowed:
-            decision.violations.append(result.violation())
+            # In audit mode a would-be deny, logged with effect "deny" like the rules'.
+            (decision.audits if decision.mode == "audit" else decision.violations).append(
+                result.violation())

@@ -104,6 +104,11 @@ class Plugin:
     def warnings(self) -> list[str]:
         """What an operator should know at start."""
         out = list(self.policy.warnings)
+        if self.policy.ruleset.mode == "audit":
+            out.insert(0, "policy in AUDIT MODE (rules.yaml mode: audit): its rules and image "
+                          "trust deny nothing, every would-be deny is only logged under "
+                          "audit_violations; the built-in floor and request-* refusals still "
+                          "deny")
         if self.docker is None:
             out.append("no docker host: container starts are not re-checked against their "
                        "stored configuration, nor service networks named by id")
@@ -136,7 +141,8 @@ class Plugin:
     def decide(self, call: AuthzRequest) -> Decision:
         """The decision on one call; never raises (a failure is a deny that says why)."""
         started = time.perf_counter()
-        decision = Decision(id=new_decision_id(), phase=call.phase, allow=False)
+        decision = Decision(id=new_decision_id(), phase=call.phase, allow=False,
+                            mode=self.policy.ruleset.mode)
         try:
             if call.phase == REQUEST_PHASE:
                 self._decide_request(call, decision)
@@ -150,7 +156,8 @@ class Plugin:
                 decision.target, decision.endpoint = exc.target, exc.endpoint
             decision.refuse(exc.rule, exc.found, exc.fix)
         except Exception as exc:  # noqa: BLE001 - fail closed, whatever it was
-            decision = Decision(id=decision.id, phase=call.phase, allow=False)
+            decision = Decision(id=decision.id, phase=call.phase, allow=False,
+                                mode=self.policy.ruleset.mode)
             decision.refuse("internal-error", f"{type(exc).__name__}: {str(exc)[:300]}",
                             "Report the decision id to the pyauthz maintainers.")
             log.error("decision %s failed:\n%s", decision.id, traceback.format_exc())

@@ -32,8 +32,6 @@ def creates(env, since):
             if d.get("endpoint") == "container.create" and d["phase"] == "request"]
 
 
-@pytest.mark.xfail(strict=True, reason="needs a start-up warning in authz/plugin.py "
-                                        "Plugin.warnings (reported); remove this mark with it")
 def test_the_plugin_says_loudly_it_is_in_audit_mode(audit_env):
     out = audit_env.plugin_output.read_text()
     assert "AUDIT MODE" in out, out

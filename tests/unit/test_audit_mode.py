@@ -1,6 +1,6 @@
 """rules.yaml's ``mode: audit`` (authz/decision.py): the rules' denies are logged as audit
 violations (effect "deny": the would-be denies) and the request is allowed; the built-in
-floor, the request-* refusals and image trust still deny."""
+floor and the request-* refusals still deny; image trust follows the mode."""
 
 import shutil
 from pathlib import Path
@@ -159,14 +159,17 @@ class DenyingTrust:
         return []
 
 
-def test_image_trust_is_not_under_the_rules_mode(tmp_path):
+def test_image_trust_follows_the_mode_of_the_whole_policy(tmp_path):
     plugin, events = plugin_for(policy_in(tmp_path), trust=DenyingTrust())
     answer = plugin.handle(REQUEST_PHASE, create({"Privileged": True}))
-    assert answer["Allow"] is False and "[image-signature]" in answer["Msg"]
-    assert "[privileged]" not in answer["Msg"]
+    assert answer["Allow"] is True
     line = events.lines[0]
-    assert [v["rule"] for v in line["violations"]] == ["image-signature"]
-    assert would_deny(line) == {"privileged"}
+    assert line["violations"] == []
+    assert would_deny(line) == {"privileged", "image-signature"}
+    enforcing, events = plugin_for(policy_in(tmp_path / "enforce", mode_line="mode: enforce\n"),
+                                   trust=DenyingTrust())
+    answer = enforcing.handle(REQUEST_PHASE, create({"Privileged": True}))
+    assert answer["Allow"] is False and "[image-signature]" in answer["Msg"]
 
 
 @pytest.mark.parametrize("value", ["on", "Audit", "permissive", "1", "[audit]", '""'])
