@@ -56,6 +56,18 @@ _counter = itertools.count()
 
 # --------------------------------------------------------------------------- requirements
 
+# The Debian docker.io CLI (the one the tests are written for), before any other docker
+# on PATH (a newer CLI negotiates down, but sends other calls).
+DEBIAN_DOCKER_CLI = Path("/usr/bin/docker")
+
+
+def docker_cli() -> str:
+    """The docker CLI the tests drive: Debian's docker.io when installed."""
+    if DEBIAN_DOCKER_CLI.is_file():
+        return str(DEBIAN_DOCKER_CLI)
+    return shutil.which("docker") or "docker"
+
+
 def _is_static_elf(path: Path) -> bool:
     """True for an ELF executable without a PT_INTERP (dynamic loader) program header."""
     try:
@@ -324,7 +336,7 @@ class DockerEnv:
     docker_config: Path
     plugin_proc: subprocess.Popen | None = None
     dockerd_proc: subprocess.Popen | None = None
-    docker_bin: str = field(default_factory=lambda: shutil.which("docker") or "docker")
+    docker_bin: str = field(default_factory=lambda: docker_cli())
     closed: bool = False
     authz: bool = True
 
