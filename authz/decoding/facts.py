@@ -70,6 +70,10 @@ def known_kind(kind: str) -> bool:
 
 _NAMESPACE_VALUES = ("host", "container")
 _TARGET_VALUES = ("id", "name", "prefix", "missing")
+# The kinds of issue 9 whose values are a closed set.
+_FIXED_VALUES = {"user.root": ("true", "false", "unknown"), "readonly-rootfs": ("true", "false"),
+                 "no-new-privileges": ("true", "false"), "memory-limit": ("set", "unset"),
+                 "pids-limit": ("set", "unset"), "port.publish-all": ("true",)}
 
 
 def value_problem(kind: str, pattern: str, op: str = "glob") -> str | None:
@@ -86,7 +90,7 @@ def value_problem(kind: str, pattern: str, op: str = "glob") -> str | None:
             return "capabilities are written without CAP_ (SYS_ADMIN)"
         if pattern != pattern.upper():
             return "capabilities are written in upper case (SYS_ADMIN)"
-    fixed = {"privileged": ("true",), "target": _TARGET_VALUES}.get(kind)
+    fixed = {"privileged": ("true",), "target": _TARGET_VALUES}.get(kind) or _FIXED_VALUES.get(kind)
     if kind.startswith("namespace."):
         fixed = _NAMESPACE_VALUES
     if fixed is not None and not any(fnmatch.fnmatchcase(v, pattern) for v in fixed):

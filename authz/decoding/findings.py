@@ -15,6 +15,19 @@ from authz.moby.reference import InvalidReference, parse_reference
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
+@dataclass(frozen=True)
+class ImageDefaults:
+    """A create that leaves something to its image, read through dockerd (state.py): the
+    user it runs as (no ``User`` given), the ports ``-P`` publishes (the image's exposed
+    ports, but for those the request exposes or binds itself: ``covered``)."""
+
+    image: str                  # Config.Image, as dockerd resolves it at the create
+    where: str
+    user: bool
+    publish_all: bool
+    covered: frozenset[str] = frozenset()
+
+
 @dataclass
 class Findings:
     """What a decoder finds in one request: its facts, the images it names, and what
@@ -50,11 +63,14 @@ class Findings:
     network_targets: list[tuple[str, str]] = field(default_factory=list)
     # network create --config-from NAME: (NAME, the new network's driver, where).
     network_configs: list[tuple[str, str, str]] = field(default_factory=list)
+    # A create's image, when its defaults decide a fact (the user, -P's ports).
+    image_defaults: list[ImageDefaults] = field(default_factory=list)
 
     def needs_state(self) -> bool:
         """Whether deciding reads dockerd's state (state.py)."""
         return bool(self.starts or self.acts_on or self.execs or self.plugins or self.volumes
-                    or self.volumes_from or self.network_targets or self.network_configs)
+                    or self.volumes_from or self.network_targets or self.network_configs
+                    or self.image_defaults)
 
     @property
     def image(self) -> str:

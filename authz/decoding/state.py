@@ -10,6 +10,8 @@ Some requests name things whose meaning is in dockerd, not in the request:
   what its options said when it was created.
 - A swarm service may name the host network by id or id prefix, not only as ``host``.
 - A plugin acted on is judged by the config it was installed with.
+- A create without ``User`` runs as its image's default user, and ``-P`` publishes its
+  image's exposed ports: the image is read as dockerd resolves ``Config.Image``.
 
 Every read goes through dockerd (and so through this plugin, served by another thread),
 within the decision's deadline (``lookups.py``); a read that fails refuses the request.
@@ -24,7 +26,7 @@ from authz.deadline import DeadlineExceeded
 from authz.decoding import checks
 from authz.decoding.errors import RequestRefused
 from authz.decoding.facts import Fact
-from authz.decoding.findings import Findings, normalize_image
+from authz.decoding.findings import Findings, ImageDefaults, normalize_image
 from authz.decoding.lookups import Lookups
 from authz.decoding.plugins import plugin_privilege_facts, plugin_setting_facts
 from authz.moby import views
@@ -88,7 +90,7 @@ def _unavailable(what: str, exc: Exception) -> RequestRefused:
         "request-state",
         f"{what} could not be read from dockerd: {exc}",
         "Retry; check that dockerd answers and that the policy allows the plugin's reads "
-        "(GET /containers/*/json, /networks/*, /volumes/*).",
+        "(GET /containers/*/json, /images/*/json, /networks/*, /volumes/*).",
     )
 
 
@@ -125,6 +127,9 @@ class DockerState:
         # stores its own default there; see checks/privileges.py).
         facts += checks.run(checks.STORED_HOST_CONFIG, _as_request(container.host_config),
                             "container.HostConfig")
+        # Only the stored Config's fields that checks read (its Env and labels may be large).
+        facts += checks.run(checks.STORED_CONFIG, _as_request({"User": container.user}),
+                            "container.Config")
         facts += self._mount_facts(container.mounts)
         return ActedOn(_unique(facts), container.image_id, container.image_name)
 
@@ -154,8 +159,30 @@ class DockerState:
         if instance.privileged:
             facts.append(Fact("privileged", "true", "exec.ProcessConfig.privileged",
                               "the exec was created --privileged"))
+        if instance.user:
+            facts += checks.user_facts(instance.user, "exec.ProcessConfig.user",
+                                       "the exec was created -u")
         container = self.acted_on(instance.container_id)
         return facts + [f for f in container.facts if f.kind != "target"], container
+
+    def image_default_facts(self, defaults: ImageDefaults) -> list[Fact]:
+        """What a create takes from its image, read as dockerd resolves ``Config.Image``:
+        its ``USER`` when the create gives none, the ports ``-P`` publishes. No facts for
+        an image dockerd does not have: it refuses the create (the CLI pulls, then creates
+        again, and that create is judged with the image there)."""
+        info = self._read(f"image {defaults.image[:100]!r}", self.docker.inspect_image,
+                          defaults.image)
+        if info is None:
+            return []
+        image = views.Image.of(info)
+        detail = f"the default of image {defaults.image[:100]!r}"
+        facts: list[Fact] = []
+        if defaults.user:
+            facts += checks.user_facts(image.user, "image.Config.User", detail)
+        if defaults.publish_all:
+            facts += checks.publish_all_facts(image.exposed_ports, defaults.covered,
+                                              "image.Config.ExposedPorts", detail)
+        return facts
 
     def plugin_facts(self, name: str, endpoint: str, settings: list[str]) -> list[Fact]:
         """A plugin acted on: how the request names it, the interfaces it implements (an
@@ -245,7 +272,8 @@ def bound_reads(findings: Findings) -> None:
     findings.network_configs = _first(findings.network_configs)
     count = sum(len(x) for x in (findings.starts, findings.acts_on, findings.execs,
                                  findings.plugins, findings.volumes, findings.volumes_from,
-                                 findings.network_targets, findings.network_configs))
+                                 findings.network_targets, findings.network_configs,
+                                 findings.image_defaults))
     if count > MAX_LOOKUPS:
         raise RequestRefused("request-body-invalid",
                              f"deciding would read {count} objects through dockerd (named "
@@ -291,4 +319,6 @@ def read_state(findings: Findings, lookups: Lookups) -> StateFacts:
         out.facts += state.network_facts(target, where)
     for name, driver, where in findings.network_configs:
         out.facts += state.network_config_facts(name, driver, where)
+    for defaults in findings.image_defaults:
+        out.facts += state.image_default_facts(defaults)
     return out

@@ -42,48 +42,60 @@ class Mount:
 @dataclass(frozen=True)
 class Container:
     """``GET /containers/{id}/json``: ``Image`` is the image id, ``Config.Image`` the name
-    it was created from; ``HostConfig`` as dockerd stored it."""
+    it was created from; ``HostConfig`` as dockerd stored it; ``Config.User`` the user it
+    runs as (dockerd merged its image's default into it at create)."""
     id: str
     name: str            # "/name"
     image_id: str
     image_name: str
     host_config: dict = field(repr=False)
     mounts: tuple[Mount, ...] = ()
+    user: str = ""
 
     @classmethod
     def of(cls, data: dict) -> "Container":
+        config = _dict(data.get("Config"))
         return cls(_str(data.get("Id")), _str(data.get("Name")), _str(data.get("Image")),
-                   _str(_dict(data.get("Config")).get("Image")), _dict(data.get("HostConfig")),
-                   tuple(Mount.of(m) for m in _dicts(data.get("Mounts"))))
+                   _str(config.get("Image")), _dict(data.get("HostConfig")),
+                   tuple(Mount.of(m) for m in _dicts(data.get("Mounts"))),
+                   _str(config.get("User")))
 
 
 @dataclass(frozen=True)
 class Image:
-    """``GET /images/{name}/json``: the image id and the names it has here."""
+    """``GET /images/{name}/json``: the image id and the names it has here; ``Config.User``
+    and ``Config.ExposedPorts``, the defaults a container created from it takes."""
     id: str
     repo_tags: tuple[str, ...]
     repo_digests: tuple[str, ...]
     os: str
     architecture: str
     variant: str
+    user: str = ""
+    exposed_ports: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, data: dict) -> "Image":
+        config = _dict(data.get("Config"))
         return cls(_str(data.get("Id")), tuple(_strings(data.get("RepoTags"))),
                    tuple(_strings(data.get("RepoDigests"))), _str(data.get("Os")),
-                   _str(data.get("Architecture")), _str(data.get("Variant")))
+                   _str(data.get("Architecture")), _str(data.get("Variant")),
+                   _str(config.get("User")), tuple(_dict(config.get("ExposedPorts"))))
 
 
 @dataclass(frozen=True)
 class Exec:
-    """``GET /exec/{id}/json``: the container it runs in, and whether it is privileged."""
+    """``GET /exec/{id}/json``: the container it runs in, whether it is privileged, and the
+    user it was created with (empty: its container's)."""
     container_id: str
     privileged: bool
+    user: str = ""
 
     @classmethod
     def of(cls, data: dict) -> "Exec":
-        return cls(_str(data.get("ContainerID")),
-                   _dict(data.get("ProcessConfig")).get("privileged") is True)
+        process = _dict(data.get("ProcessConfig"))
+        return cls(_str(data.get("ContainerID")), process.get("privileged") is True,
+                   _str(process.get("user")))
 
 
 @dataclass(frozen=True)

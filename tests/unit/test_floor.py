@@ -116,6 +116,9 @@ class PluginDocker(FakeDocker):
     def inspect_exec(self, exec_id, deadline):
         return self.execs.get(exec_id)
 
+    def inspect_image(self, ref, deadline):
+        return None  # no such image: no default user to read (issue 9's user facts)
+
     def info(self, deadline):
         return {"DockerRootDir": "/data/docker"}
 

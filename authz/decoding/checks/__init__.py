@@ -18,15 +18,20 @@ source: ``run(HOST_CONFIG, obj, where)``. Adding a check is one function in one 
 - ``restart``: restart policies, and a restarting container that mounts host paths;
 - ``logs``: log drivers and log sockets;
 - ``drivers``: driver and plugin names, network options, a service's plugin runtime;
+- ``runas``: the user a container runs as (``user``, ``user.root``);
+- ``ports``: published ports and the host addresses they are bound to;
+- ``hardening``: read-only root filesystem, no-new-privileges, memory and pids limits, runtime;
+- ``labels``: the labels a request sets;
 - ``elsewhere``: the fact kinds only the route table and dockerd's state report.
 """
 
 from __future__ import annotations
 
-from authz.decoding.checks.registry import (CONTAINER_SPEC, HOST_CONFIG, RESOURCES, SOURCES,
-                                            STORED_HOST_CONFIG, TASK_DEFAULTS, TASK_TEMPLATE,
-                                            VOLUMES_FROM, Check, CheckFunction, check,
-                                            checks_reading, inside, registered, run)
+from authz.decoding.checks.registry import (CONFIG, CONTAINER_SPEC, HOST_CONFIG, RESOURCES,
+                                            SOURCES, STORED_CONFIG, STORED_HOST_CONFIG,
+                                            TASK_DEFAULTS, TASK_TEMPLATE, VOLUMES_FROM, Check,
+                                            CheckFunction, check, checks_reading, inside,
+                                            registered, run)
 from authz.decoding.checks.privileges import (check_capabilities, check_cgroup_namespace,
                                               check_cgroup_parent, check_devices,
                                               check_host_namespaces, check_privileged,
@@ -51,11 +56,30 @@ from authz.decoding.checks.confinement import (DEFAULT_MASKED_PATHS, DEFAULT_REA
 from authz.decoding.checks.restart import (auto_restart_facts, check_restart_policy,
                                            check_service_restart)
 from authz.decoding.checks.logs import (check_log_config, check_log_driver,
-                                        check_swarm_log_driver, log_address_path,
+                                        check_log_settings, check_swarm_log_driver,
+                                        check_swarm_log_settings, log_address_path,
                                         log_option_facts)
+# Declared before the kinds of issue 9: kinds are listed in declaration order, which decides
+# which kind's reason a rule value that fits none of them gets.
 from authz.decoding.checks import elsewhere  # noqa: F401 (declares its fact kinds)
+from authz.decoding.checks.runas import (check_service_user, check_stored_user, check_user,
+                                         user_facts, user_is_root)
+from authz.decoding.checks.ports import (bound_ports, check_port_bindings, host_ip,
+                                         port_value, publish_all_facts)
+from authz.decoding.checks.hardening import (check_no_new_privileges, check_readonly_rootfs,
+                                             check_resource_limits, check_runtime,
+                                             check_service_limits,
+                                             check_service_readonly_rootfs, no_new_privileges,
+                                             top_level_memory)
+from authz.decoding.checks.labels import check_labels
 
 __all__ = [
+    "CONFIG", "STORED_CONFIG", "bound_ports", "check_labels", "check_no_new_privileges",
+    "check_port_bindings", "check_readonly_rootfs", "check_resource_limits", "check_runtime",
+    "check_service_limits", "check_service_readonly_rootfs", "check_service_user",
+    "check_stored_user", "check_user", "host_ip", "no_new_privileges", "port_value",
+    "publish_all_facts", "top_level_memory", "user_facts", "user_is_root",
+    "check_log_settings", "check_swarm_log_settings",
     "BUILTIN_IPAM_DRIVERS", "BUILTIN_LOG_DRIVERS", "BUILTIN_NETWORK_DRIVERS", "CONTAINER_SPEC",
     "DATA_OPTIONS", "DEFAULT_MASKED_PATHS", "DEFAULT_READONLY_PATHS", "HOST_CONFIG",
     "HOST_INTERFACE_OPTIONS", "LOCAL_DRIVER_OPTIONS", "MOUNT_DATA_MAX",

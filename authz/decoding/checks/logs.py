@@ -14,6 +14,11 @@ from authz.moby.gojson import GoObject, get_map, get_obj, get_str
 
 LOG_SOCKET = fact_kind("log-socket", "a host unix socket a log driver writes the container's output to")
 LOG_DRIVER = fact_kind("log-driver", "a log driver that is not built into dockerd (a plugin)")
+ANY_LOG_DRIVER = fact_kind("log.driver", "every log driver, built in or not (default: dockerd's "
+                           "log-driver setting)")
+LOG_OPTION = fact_kind("log.option", "the key of a log option, never its value (splunk-token...)")
+
+_NAME_MAX = 100
 
 
 def log_address_path(value: str) -> str | None:
@@ -67,3 +72,33 @@ def check_swarm_log_driver(holder: GoObject | None, where: str) -> Iterator[Fact
     yield from driver_facts("log-driver", get_str(driver, "Name", at), BUILTIN_LOG_DRIVERS,
                             f"{at}.Name", "a log driver plugin")
     yield from log_option_facts(get_map(driver, "Options", at), f"{at}.Options")
+
+
+def log_settings_facts(driver: str, options: dict[str, Any], at: str, driver_at: str,
+                       options_at: str) -> list[Fact]:
+    """``log.driver`` and the key of every log option: option values can be credentials
+    (``splunk-token``, ``awslogs-credentials-endpoint``) and never become facts."""
+    facts = [Fact("log.driver", driver[:_NAME_MAX], driver_at)] if driver else []
+    facts += [Fact("log.option", key[:_NAME_MAX], f"{options_at}[{key[:_NAME_MAX]!r}]")
+              for key in options]
+    return facts
+
+
+@check(reads=(HOST_CONFIG, STORED_HOST_CONFIG), reports=(ANY_LOG_DRIVER, LOG_OPTION), rank=145)
+def check_log_settings(hc: GoObject | None, where: str) -> Iterator[Fact]:
+    """``--log-driver`` (every driver: ``default`` when the create names none; dockerd stores
+    the one it resolved) and the keys of ``--log-opt``."""
+    log = get_obj(hc, "LogConfig", where)
+    at = inside(where, "LogConfig")
+    yield from log_settings_facts(get_str(log, "Type", at) or "default", get_map(log, "Config", at),
+                                  at, f"{at}.Type", f"{at}.Config")
+
+
+@check(reads=(TASK_TEMPLATE, TASK_DEFAULTS), reports=(ANY_LOG_DRIVER, LOG_OPTION), rank=15)
+def check_swarm_log_settings(holder: GoObject | None, where: str) -> Iterator[Fact]:
+    """A swarm ``LogDriver``'s name and option keys, when one is given (without one, each
+    node's dockerd uses its own log-driver setting)."""
+    driver = get_obj(holder, "LogDriver", where)
+    at = inside(where, "LogDriver")
+    yield from log_settings_facts(get_str(driver, "Name", at), get_map(driver, "Options", at),
+                                  at, f"{at}.Name", f"{at}.Options")

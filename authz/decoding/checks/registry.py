@@ -34,6 +34,8 @@ from authz.moby.gojson import GoObject
 
 HOST_CONFIG = "HostConfig"
 STORED_HOST_CONFIG = "stored HostConfig"
+CONFIG = "Config"
+STORED_CONFIG = "stored Config"
 VOLUMES_FROM = "volumes-from"
 RESOURCES = "Resources"
 CONTAINER_SPEC = "ContainerSpec"
@@ -47,6 +49,10 @@ SOURCES: dict[str, str] = {
     STORED_HOST_CONFIG: "a container's HostConfig as dockerd stored it, checked again when a "
                         "request starts it or acts inside it (start, restart, exec, attach, "
                         "archive, checkpoint create, update with a restart policy): state.py",
+    CONFIG: "container create's Config: the top level of its body (User, Image, Labels, "
+            "ExposedPorts)",
+    STORED_CONFIG: "a container's Config as dockerd stored it, with its image's defaults merged "
+                   "in (the User it runs as), checked again with its stored HostConfig: state.py",
     VOLUMES_FROM: "the stored HostConfig of a container whose mounts a create takes over "
                   "(--volumes-from): state.py",
     RESOURCES: "container update's body: Resources and RestartPolicy",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from authz.decoding import canonical, checks
 from authz.decoding.facts import Fact, fact_kind
-from authz.decoding.findings import READ_METHODS, Body, Findings
+from authz.decoding.findings import READ_METHODS, Body, Findings, ImageDefaults
 from authz.decoding.uri import Target
 from authz.moby.gojson import (GoObject, get_bool, get_map, get_obj, get_str,
                                get_strings)
@@ -35,12 +35,33 @@ def _host_config_facts(doc: GoObject | None, out: Findings) -> list[Fact]:
         # getHostConfig copies a top-level VolumeDriver (and a few resource limits) into an
         # inner HostConfig that leaves it empty.
         facts += checks.check_volume_driver(doc, "")
+        facts = checks.top_level_memory(doc, facts)
     return facts
+
+
+def _image_defaults(doc: GoObject | None, out: Findings) -> None:
+    """What the create leaves to its image (dockerd's ``merge``): the user without ``User``,
+    and with ``-P`` the exposed ports without a binding: the request's own here, the
+    image's read through dockerd (state.py)."""
+    host_config, where = _host_config(doc)
+    publish_all = get_bool(host_config, "PublishAllPorts", where)
+    covered = frozenset()
+    if publish_all:
+        exposed = get_map(doc, "ExposedPorts", "")
+        bound = checks.bound_ports(host_config, where)
+        out.facts += checks.publish_all_facts(exposed, bound, "ExposedPorts")
+        covered = bound | frozenset(exposed)
+    image = get_str(doc, "Image")
+    need_user = not get_str(doc, "User")
+    if image and (need_user or publish_all):
+        out.image_defaults.append(ImageDefaults(image, "Image", need_user, publish_all, covered))
 
 
 def create(target: Target, body: Body, out: Findings) -> None:
     doc = body.json(out.endpoint)
+    out.facts += checks.run(checks.CONFIG, doc, "")
     out.facts += _host_config_facts(doc, out)
+    _image_defaults(doc, out)
     networking = get_obj(doc, "NetworkingConfig")
     endpoints = get_map(networking, "EndpointsConfig", "NetworkingConfig")
     for name in endpoints:
@@ -118,6 +139,11 @@ def exec_create(target: Target, body: Body, out: Findings) -> None:
     out.acts_on.append(out.params.get("name", ""))
     if get_bool(doc, "Privileged"):
         out.facts.append(Fact("privileged", "true", "Privileged", "docker exec --privileged"))
+    user = get_str(doc, "User")
+    if user:
+        # docker exec -u: the exec runs as this user (without one, as its container's,
+        # reported from the container's stored configuration).
+        out.facts += checks.user_facts(user, "User", "docker exec -u")
 
 
 def exec_start(target: Target, body: Body, out: Findings) -> None:
