@@ -106,11 +106,13 @@ class DockerState:
         self.lookups = lookups
         self.docker = lookups.docker
 
-    def _read(self, what: str, inspect, name: str) -> dict | None:
-        """One inspect through dockerd; a failure refuses the request."""
+    def _read(self, what: str, inspect, name: str, view):
+        """One inspect through dockerd, as ``view`` (None: no such object); a failure, or an
+        answer without the keys that name the object, refuses the request."""
         try:
-            return inspect(name, self.lookups.use())
-        except (DockerError, DeadlineExceeded) as exc:
+            info = inspect(name, self.lookups.use())
+            return None if info is None else view.of(info)
+        except (DockerError, DeadlineExceeded, views.InvalidAnswer) as exc:
             raise _unavailable(what, exc) from None
 
     def acted_on(self, name: str) -> ActedOn:
@@ -118,10 +120,10 @@ class DockerState:
         restart, exec, attach, archive): how the request names it, its stored HostConfig,
         and the mounts dockerd will make (including those of --volumes-from and of named
         volumes, whose options are looked up)."""
-        info = self._read(f"container {name[:100]!r}", self.docker.inspect_container, name)
-        if info is None:
+        container = self._read(f"container {name[:100]!r}", self.docker.inspect_container,
+                               name, views.Container)
+        if container is None:
             return ActedOn([_missing(name)], "", "")  # dockerd refuses the request itself
-        container = views.Container.of(info)
         facts = [_target_fact(name, container.id, container.name)]
         # Every check that reads a stored HostConfig (not the cgroup namespace: dockerd
         # stores its own default there; see checks/privileges.py).
@@ -151,10 +153,10 @@ class DockerState:
         """Starting exec ``exec_id`` (dockerd finds it by exact id only): its own privileges
         and its container's stored configuration, as the exec runs with both; and the
         container."""
-        info = self._read(f"exec {exec_id[:100]!r}", self.docker.inspect_exec, exec_id)
-        if info is None:
+        instance = self._read(f"exec {exec_id[:100]!r}", self.docker.inspect_exec, exec_id,
+                              views.Exec)
+        if instance is None:
             return [], None  # dockerd answers 404; exec ids are dockerd's random ids
-        instance = views.Exec.of(info)
         facts: list[Fact] = []
         if instance.privileged:
             facts.append(Fact("privileged", "true", "exec.ProcessConfig.privileged",
@@ -170,11 +172,10 @@ class DockerState:
         its ``USER`` when the create gives none, the ports ``-P`` publishes. No facts for
         an image dockerd does not have: it refuses the create (the CLI pulls, then creates
         again, and that create is judged with the image there)."""
-        info = self._read(f"image {defaults.image[:100]!r}", self.docker.inspect_image,
-                          defaults.image)
-        if info is None:
+        image = self._read(f"image {defaults.image[:100]!r}", self.docker.inspect_image,
+                           defaults.image, views.Image)
+        if image is None:
             return []
-        image = views.Image.of(info)
         detail = f"the default of image {defaults.image[:100]!r}"
         facts: list[Fact] = []
         if defaults.user:
@@ -188,10 +189,10 @@ class DockerState:
         """A plugin acted on: how the request names it, the interfaces it implements (an
         authorization plugin is protected), at enable the privileges it runs with, and for
         ``plugin set`` what each setting changes, resolved as dockerd's settable code does."""
-        info = self._read(f"plugin {name[:100]!r}", self.docker.inspect_plugin, name)
-        if info is None:
+        plugin = self._read(f"plugin {name[:100]!r}", self.docker.inspect_plugin, name,
+                            views.Plugin)
+        if plugin is None:
             return [_missing(name, "plugin")]
-        plugin = views.Plugin.of(info)
         facts = [_target_fact(name, plugin.id, plugin.name, "plugin")]
         facts += [Fact("plugin.interface", kind, "plugin.Config.Interface.Types")
                   for kind in plugin.interface_types]
@@ -212,20 +213,20 @@ class DockerState:
     def volume_facts(self, name: str, where: str) -> list[Fact]:
         """A named volume: what its ``local`` driver options mount (set when it was created,
         perhaps before this policy)."""
-        info = self._read(f"volume {name[:100]!r}", self.docker.inspect_volume, name)
-        if info is None:
+        volume = self._read(f"volume {name[:100]!r}", self.docker.inspect_volume, name,
+                            views.Volume)
+        if volume is None:
             return []  # dockerd creates it, plain, at the create
-        volume = views.Volume.of(info)
         return [Fact(f.kind, f.value, f.where, f"volume {name!r}")
                 for f in checks.local_volume_facts(volume.driver, volume.options, where)]
 
     def volumes_from_facts(self, name: str, where: str) -> list[Fact]:
         """``--volumes-from NAME`` takes over NAME's mounts: its binds and volumes count as
         this container's (checked with the policy in force now)."""
-        info = self._read(f"container {name[:100]!r}", self.docker.inspect_container, name)
-        if info is None:
+        container = self._read(f"container {name[:100]!r}", self.docker.inspect_container,
+                               name, views.Container)
+        if container is None:
             return [_missing(name)]
-        container = views.Container.of(info)
         facts = checks.run(checks.VOLUMES_FROM, _as_request(container.host_config), where)
         # dockerd looks NAME up again when it creates the container: a full id only.
         return [_target_fact(name, container.id, container.name)] + [
@@ -234,19 +235,19 @@ class DockerState:
     def network_config_facts(self, name: str, driver: str, where: str) -> list[Fact]:
         """``--config-from NAME``: the options stored in config-only network NAME, read as
         if they were given to this create."""
-        info = self._read(f"network {name[:100]!r}", self.docker.inspect_network, name)
-        if info is None:
+        network = self._read(f"network {name[:100]!r}", self.docker.inspect_network, name,
+                             views.Network)
+        if network is None:
             return [_missing(name, "network")]
         return [Fact(f.kind, f.value, f.where, f"from {name!r}")
-                for f in checks.network_option_facts(driver, views.Network.of(info).options,
-                                                     where)]
+                for f in checks.network_option_facts(driver, network.options, where)]
 
     def network_facts(self, target: str, where: str) -> list[Fact]:
         """A service network named by id or id prefix may be the host network."""
-        info = self._read(f"network {target[:100]!r}", self.docker.inspect_network, target)
-        if info is None:
+        network = self._read(f"network {target[:100]!r}", self.docker.inspect_network, target,
+                             views.Network)
+        if network is None:
             return []  # dockerd refuses a service on a network it does not have
-        network = views.Network.of(info)
         if network.driver == "host" or network.name == "host":
             return [Fact("namespace.network", "host", where, f"{target!r} is the host network")]
         return []

@@ -1,12 +1,26 @@
 """Small typed views of dockerd's inspect JSON: the one place that knows which keys of
 ``GET /containers/{id}/json`` (and images, execs, plugins, networks, volumes) the plugin
-reads, and what each holds (moby ``api/types``). A key of the wrong type reads as absent:
-dockerd wrote it, and whoever reads a view decides what absent means."""
+reads, and what each holds (moby ``api/types``). The keys deciding depends on (a
+container's ``Image``, an exec's ``ContainerID``) must be there: an answer
+without them raises ``InvalidAnswer`` (the caller refuses the request). Any other key of the
+wrong type reads as absent, and whoever reads a view decides what absent means."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class InvalidAnswer(ValueError):
+    """dockerd's answer lacks a key that names the object: nothing can be judged on it."""
+
+
+def _required(data: dict, key: str, what: str) -> str:
+    """A non-empty string that dockerd always writes."""
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidAnswer(f"dockerd's answer for {what} has no {key}")
+    return value
 
 
 def _dict(value: Any) -> dict:
@@ -55,7 +69,8 @@ class Container:
     @classmethod
     def of(cls, data: dict) -> "Container":
         config = _dict(data.get("Config"))
-        return cls(_str(data.get("Id")), _str(data.get("Name")), _str(data.get("Image")),
+        return cls(_str(data.get("Id")), _str(data.get("Name")),
+                   _required(data, "Image", "the container"),
                    _str(config.get("Image")), _dict(data.get("HostConfig")),
                    tuple(Mount.of(m) for m in _dicts(data.get("Mounts"))),
                    _str(config.get("User")))
@@ -94,8 +109,8 @@ class Exec:
     @classmethod
     def of(cls, data: dict) -> "Exec":
         process = _dict(data.get("ProcessConfig"))
-        return cls(_str(data.get("ContainerID")), process.get("privileged") is True,
-                   _str(process.get("user")))
+        return cls(_required(data, "ContainerID", "the exec instance"),
+                   process.get("privileged") is True, _str(process.get("user")))
 
 
 @dataclass(frozen=True)

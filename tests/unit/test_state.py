@@ -141,3 +141,24 @@ def test_decisions_that_wait_on_dockerd_are_bounded_by_lookup_slots():
     decision = plugin.decide(call)
     assert time.monotonic() - started < 2.0
     assert not decision.allow and decision.violations[0].rule == "request-state"
+
+
+@pytest.mark.parametrize("answer", [
+    {"Id": ID, "Name": "/web"},                       # no Image: its image could not be judged
+    {"Id": ID, "Name": "/web", "Image": 7},
+])
+def test_a_container_answer_without_its_image_refuses(answer):
+    state = DockerState(Lookups(FakeDocker(containers={"web": answer})))
+    with pytest.raises(RequestRefused) as info:
+        state.acted_on(ID)
+    assert info.value.rule == "request-state" and "no Image" in info.value.found
+
+
+def test_an_exec_answer_without_its_container_refuses():
+    class Execs(FakeDocker):
+        def inspect_exec(self, exec_id, deadline):
+            return {"ID": exec_id, "ProcessConfig": {"privileged": False}}
+
+    with pytest.raises(RequestRefused) as info:
+        DockerState(Lookups(Execs())).exec_facts("e" * 64)
+    assert info.value.rule == "request-state" and "ContainerID" in info.value.found
