@@ -153,6 +153,11 @@ def _with_state(target: Target, findings: Findings, lookups: Lookups) -> Decoded
         raise RequestRefused("request-state", "plugin settings are resolved against the "
                              "plugin's config in dockerd, and the plugin reads no dockerd state "
                              "(--docker-host '')", "Run pyauthz with --docker-host.")
+    else:
+        # The image's default user cannot be read: who the container runs as is unknown.
+        facts += [Fact("user.root", "unknown", defaults.where, "the image's default user is "
+                       "not read (pyauthz reads no dockerd state: --docker-host '')")
+                  for defaults in findings.image_defaults if defaults.user]
     derived = checks.auto_restart_facts(facts)
     facts += derived
     trust = [("pull", ref) for ref in findings.pulls]

@@ -104,11 +104,14 @@ class Body:
                 )
             return None
         doc = loads(self.data)
+        if doc is None:
+            # Go decodes `null` into a struct as its zero value (the docker CLI's commit
+            # sends `null` when no --change config is given): no field set.
+            return GoObject([])
         if not isinstance(doc, GoObject):
             raise RequestRefused("request-body-invalid", f"{endpoint} body is not a JSON object",
                                  "Send a JSON object.")
         return doc
-
 
     def expect_none(self, endpoint: str) -> None:
         if self.data or self.maybe_hidden:

@@ -31,7 +31,7 @@ from authz.policy.yamlfile import LINE, StrictYaml
 from authz.protocol import REQUEST_PHASE, AuthzRequest, Headers, ProtocolError, parse_call
 
 OUTCOMES = ("allow", "deny")
-STATE_KINDS = ("containers", "execs", "volumes", "networks", "plugins")
+STATE_KINDS = ("containers", "execs", "volumes", "networks", "plugins", "images")
 CERTIFICATE_KEYS = ("o", "ou", "san", "issuer")
 SAN_KINDS = ("dns", "email", "uri", "ip")
 _CASE_KEYS = {"name", "docker", "request", "call", "api_version", "user", "certificate",

@@ -6,7 +6,9 @@ The plugin reads them through this stand-in exactly as through its dockerd clien
 dockerd would answer 404. Names are looked up as dockerd looks them up: a container by full
 id, name (with or without the leading ``/``) or unique id prefix; an exec by exact id; a
 plugin by id, id prefix or name (``:latest`` implied); a network by id, id prefix or name; a
-volume by name.
+volume by name; an image by id or by one of its ``RepoTags`` (``:latest`` implied). Objects
+are dockerd's inspect JSON: a container needs its ``Image`` (the image id dockerd always
+reports), as with a real dockerd.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ class CaseState:
         return next((v for v in self._objects("volumes") if v.get("Name") == name), None)
 
     def inspect_image(self, ref: str, deadline=None) -> dict | None:
+        for info in self._objects("images"):
+            names = [info.get("Id"), str(info.get("Id", "")).removeprefix("sha256:")]
+            names += list(info.get("RepoTags") or ())
+            if ref in names or f"{ref}:latest" in names:
+                return info
         return None
 
     def info(self, deadline=None) -> dict:

@@ -173,7 +173,7 @@ def _read(path: Path):
                    "AuthZReq call) instead of a docker command line.")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False, exists=True,
                                                        path_type=Path),
-              help="dockerd's objects (containers, execs, volumes, networks, plugins) as a "
+              help="dockerd's objects (containers, execs, volumes, networks, plugins, images) as a "
                    "case's state: gives them.")
 @click.option("--call", "only", default="", help="Explain only the call with this label "
                                                  "(create, start...).")

@@ -98,7 +98,7 @@ def test_an_exception_is_named_and_the_subject_shown(tmp_path):
 
 def test_stored_state_is_shown_as_such(tmp_path):
     state = tmp_path / "state.yaml"
-    state.write_text(f"containers:\n  - {{Id: '{ID}', Name: /web, HostConfig: {{PidMode: host}}}}\n")
+    state.write_text(f"containers:\n  - {{Id: '{ID}', Name: /web, Image: 'sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', HostConfig: {{PidMode: host}}}}\n")
     req = tmp_path / "start.yaml"
     req.write_text("{method: POST, uri: /v1.41/containers/web/start}\n")
     result = explain("--policy", str(policy_dir(tmp_path, RULES)), "--state", str(state),

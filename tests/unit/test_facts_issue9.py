@@ -120,8 +120,9 @@ def test_a_missing_image_gives_no_user_fact():
     assert facts({"Image": "nope:1"}, Dockerd(), USER_KINDS) == []
 
 
-def test_without_dockerd_state_no_image_is_read():
-    assert facts({"Image": "busybox"}, None, USER_KINDS) == []
+def test_without_dockerd_state_the_user_is_unknown():
+    """No image is read (--docker-host ''): who the container runs as cannot be known."""
+    assert facts({"Image": "busybox"}, None, USER_KINDS) == [("user.root", "unknown")]
 
 
 def test_a_start_judges_the_stored_user():

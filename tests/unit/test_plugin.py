@@ -115,3 +115,16 @@ def test_dockerd_reads_and_image_trust_share_one_deadline():
                         headers=Headers({"Content-Length": "0"}))
     assert plugin.decide(call).allow
     assert len(seen) == 2 and seen[0] is seen[1] and seen[0].total == 7.0
+
+
+def test_without_dockerd_a_create_without_user_runs_as_an_unknown_user():
+    plugin, _ = plugin_with(docker=None)
+    call = AuthzRequest(phase="request", method="POST", uri="/containers/create",
+                        body=b'{"Image": "busybox"}',
+                        headers=Headers({"Content-Type": "application/json", "Content-Length": "20"}))
+    facts = {(f.kind, f.value) for f in plugin.decide(call).request.facts}
+    assert ("user.root", "unknown") in facts
+    named = AuthzRequest(phase="request", method="POST", uri="/containers/create",
+                         body=b'{"Image": "busybox", "User": "1000"}',
+                         headers=Headers({"Content-Type": "application/json", "Content-Length": "36"}))
+    assert ("user.root", "false") in {(f.kind, f.value) for f in plugin.decide(named).request.facts}

@@ -99,7 +99,7 @@ def test_a_request_may_be_dockerds_own_call(tmp_path):
     ("cases:\n  - {name: a, expect: deny, rules: [x], near_miss: [x],"
      " request: {method: GET, uri: /_ping}}\n", "a near miss of a rule it expects to deny"),
     ("cases:\n  - {name: a, expect: allow, request: {method: GET, uri: /_ping},"
-     " state: {images: []}}\n", "unknown key(s) in state: images"),
+     " state: {secrets: []}}\n", "unknown key(s) in state: secrets"),
     ("cases:\n  - {name: a, expect: allow, request: {method: GET, uri: /_ping},"
      " certificate: {cn: x}}\n", "unknown key(s) in certificate: cn"),
     ("- just a list\n", "a mapping with 'cases:'"),
@@ -184,7 +184,7 @@ def test_a_case_is_decided_by_the_plugin_with_the_state_it_gives(tmp_path):
         cases:
           - name: by name
             request: {{method: POST, uri: /v1.41/containers/web/start}}
-            state: {{containers: [{{Id: "{ID}", Name: /web, HostConfig: {{Privileged: true}}}}]}}
+            state: {{containers: [{{Id: "{ID}", Name: /web, Image: "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HostConfig: {{Privileged: true}}}}]}}
             expect: deny
             rules: [target-by-id, privileged]
           - name: without state, nothing is stored
@@ -439,3 +439,27 @@ def test_mode_tests_an_audit_roll_out_as_it_will_enforce(tmp_path):
     (directory / "tests" / "cases.yaml").write_text(PRIVILEGED.replace(
         "expect: deny\n    rules: [privileged]", "expect: allow\n    audits: [privileged]"))
     assert CliRunner().invoke(main, ["policy", "test", str(directory)]).exit_code == 0
+
+
+def test_a_case_can_state_the_image_and_its_default_user():
+    from authz.policytools.casestate import CaseState
+
+    image = {"Id": "sha256:" + "b" * 64, "RepoTags": ["app:1"], "Config": {"User": "1000"}}
+    state = CaseState({"images": (image,)})
+    assert state.inspect_image("app:1") is image
+    assert state.inspect_image("b" * 64) is image
+    assert state.inspect_image("other") is None
+
+
+def test_an_image_in_the_state_gives_a_create_its_default_user(tmp_path):
+    from authz.policytools.casestate import CaseState
+    from authz.policytools.docker_cli import api_calls, to_authz_request
+    from authz.plugin import Plugin
+    from authz.policy import Policy
+
+    policy = Policy.load(Path(__file__).resolve().parents[2] / "policies")
+    images = {"images": ({"Id": "sha256:" + "b" * 64, "RepoTags": ["app:1"],
+                          "Config": {"User": "1000"}},)}
+    create = next(c for c in api_calls(["docker", "create", "app:1"]) if c.label == "create")
+    decision = Plugin(policy, None, CaseState(images)).decide(to_authz_request(create))
+    assert ("user.root", "false") in {(f.kind, f.value) for f in decision.request.facts}
