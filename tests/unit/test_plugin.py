@@ -128,3 +128,14 @@ def test_without_dockerd_a_create_without_user_runs_as_an_unknown_user():
                          body=b'{"Image": "busybox", "User": "1000"}',
                          headers=Headers({"Content-Type": "application/json", "Content-Length": "36"}))
     assert ("user.root", "false") in {(f.kind, f.value) for f in plugin.decide(named).request.facts}
+
+
+def test_a_null_body_is_gos_zero_value_not_a_refusal():
+    """The docker 20.10 CLI's commit sends `null` when no config is given."""
+    plugin, _ = plugin_with()
+    call = AuthzRequest(phase="request", method="POST", uri="/v1.41/commit?container=c&repo=r",
+                        body=b"null", headers=Headers({"Content-Type": "application/json",
+                                                       "Content-Length": "4"}))
+    decision = plugin.decide(call)
+    assert decision.endpoint == "image.commit"
+    assert not any(v.rule.startswith("request-") for v in decision.violations)
