@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from authz.policytools.replay import Outcome
+from authz.policytools.replay_decide import Outcome
 from tests.support.dockerd import BUSYBOX_IMAGE, REPO_ROOT
 
 NEW_RULES = """

@@ -19,9 +19,9 @@ from authz.decoding import vocabulary
 from authz.plugin import Plugin
 from authz.policy import Policy
 from authz.policytools.commands import policy as policy_group
-from authz.policytools.replay import (EXIT_CHANGED, EXIT_UNCHANGED, EXIT_UNREADABLE,
-                                      NEWLY_ALLOWED, NEWLY_DENIED, RULES_CHANGED, Outcome,
-                                      replay, replay_line)
+from authz.policytools.replay import EXIT_CHANGED, EXIT_UNCHANGED, EXIT_UNREADABLE, replay
+from authz.policytools.replay_decide import (NEWLY_ALLOWED, NEWLY_DENIED, RULES_CHANGED, Outcome,
+                                             replay_line)
 from authz.protocol import REQUEST_PHASE, RESPONSE_PHASE
 
 SHIPPED = Path(__file__).resolve().parents[2] / "policies"
@@ -459,7 +459,7 @@ def test_still_denied_by_other_rules(tmp_path, change):
 
 
 def test_the_logged_request_rebuilds_exactly_what_the_policy_was_asked():
-    from authz.policytools.replay import rebuild_request
+    from authz.policytools.replay_log import rebuild_request
     from authz.protocol import parse_call
 
     live, lines = plugin(SHIPPED)
