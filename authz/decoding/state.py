@@ -94,6 +94,31 @@ def _unavailable(what: str, exc: Exception) -> RequestRefused:
     )
 
 
+def _added_label_at(host_config: dict) -> int | None:
+    """Where in the stored SecurityOpt dockerd put the ``label=disable`` it adds itself: its
+    ``generateSecurityOpt`` appends it to a container created privileged or with the host's
+    pid or ipc namespace that gives no ``label`` option of its own (moby daemon/create.go).
+    That option follows from what the create asked for, which is judged as such."""
+    opts = host_config.get("SecurityOpt")
+    if not isinstance(opts, list) or not opts:
+        return None
+    host = (host_config.get("Privileged") is True or host_config.get("PidMode") == "host"
+            or host_config.get("IpcMode") == "host")
+    labels = [o for o in opts if isinstance(o, str) and o.split("=", 1)[0] == "label"]
+    if host and labels == ["label=disable"] and opts[-1] == "label=disable":
+        return len(opts) - 1
+    return None
+
+
+def _without_added_label(facts: list[Fact], host_config: dict) -> list[Fact]:
+    """The stored configuration's facts but the SELinux opt-out dockerd added itself."""
+    at = _added_label_at(host_config)
+    if at is None:
+        return facts
+    where = f"container.HostConfig.SecurityOpt[{at}]"
+    return [f for f in facts if not (f.kind == "selinux" and f.where == where)]
+
+
 def _as_request(host_config: dict) -> GoObject:
     """A stored HostConfig, read like a request's (the same checks run on it)."""
     return loads(json.dumps(host_config).encode())
@@ -127,8 +152,9 @@ class DockerState:
         facts = [_target_fact(name, container.id, container.name)]
         # Every check that reads a stored HostConfig (not the cgroup namespace: dockerd
         # stores its own default there; see checks/privileges.py).
-        facts += checks.run(checks.STORED_HOST_CONFIG, _as_request(container.host_config),
-                            "container.HostConfig")
+        facts += _without_added_label(
+            checks.run(checks.STORED_HOST_CONFIG, _as_request(container.host_config),
+                       "container.HostConfig"), container.host_config)
         # Only the stored Config's fields that checks read (its Env and labels may be large).
         facts += checks.run(checks.STORED_CONFIG, _as_request({"User": container.user}),
                             "container.Config")

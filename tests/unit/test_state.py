@@ -162,3 +162,19 @@ def test_an_exec_answer_without_its_container_refuses():
     with pytest.raises(RequestRefused) as info:
         DockerState(Lookups(Execs())).exec_facts("e" * 64)
     assert info.value.rule == "request-state" and "ContainerID" in info.value.found
+
+
+@pytest.mark.parametrize("host_config, kept", [
+    # dockerd appended label=disable itself (privileged, host pid, host ipc; no label of its own)
+    ({"Privileged": True, "SecurityOpt": ["label=disable"]}, False),
+    ({"PidMode": "host", "SecurityOpt": ["seccomp=unconfined", "label=disable"]}, False),
+    ({"IpcMode": "host", "SecurityOpt": ["label=disable"]}, False),
+    # not dockerd's: no host namespace, or the caller's own label options
+    ({"SecurityOpt": ["label=disable"]}, True),
+    ({"Privileged": True, "SecurityOpt": ["label=disable", "apparmor=unconfined"]}, True),
+    ({"Privileged": True, "SecurityOpt": ["label=type:x", "label=disable"]}, True),
+])
+def test_the_selinux_opt_out_dockerd_adds_is_not_judged_at_start(host_config, kept):
+    container = {"Id": ID, "Name": "/web", "Image": "sha256:" + "a" * 64, "HostConfig": host_config}
+    facts = DockerState(Lookups(FakeDocker(containers={"web": container}))).acted_on(ID).facts
+    assert (("selinux", "disable") in {(f.kind, f.value) for f in facts}) is kept
