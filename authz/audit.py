@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from authz import __version__ as PLUGIN_VERSION
 from authz.decision import Decision
 from authz.decoding import vocabulary
 from authz.decoding.uri import go_unescape
@@ -341,6 +342,7 @@ def decision_event(call: AuthzRequest, decision: Decision, revision: str) -> dic
         "facts": [{"kind": f.kind, "value": f.value, "where": f.where} for f in decision.facts],
         "violations": [v.as_log() for v in decision.violations],
         "policy_revision": revision,
+        "plugin_version": PLUGIN_VERSION,  # the pyauthz-docker release that decided
         # enforce | audit (rules.yaml mode:); null on a call that could not be read
         "mode": decision.mode,
         "duration_ms": round(decision.duration_ms, 3),

@@ -8,19 +8,40 @@ from pathlib import Path
 
 import click
 
+from authz import DISTRIBUTION, __version__
 from authz.serve import DEFAULT_SOCKET, ServeOptions, SocketInUse, serve
 
 
+# The host's policy: used by default whenever the directory exists (made with
+# `pyauthz policy init /etc/pyauthz/policies`, or by a package).
+SYSTEM_POLICY_DIR = Path("/etc/pyauthz/policies")
+
+
+def shipped_policy_dir() -> Path:
+    """The default policy shipped inside the package (``authz/policies``, package data; in
+    a checkout a symlink to the repository's ``policies/``, returned resolved)."""
+    return (Path(__file__).resolve().parent / "policies").resolve()
+
+
 def default_policy_dir() -> Path:
-    """The shipped ``policies/`` beside the package (source checkout or editable install),
-    else ``/etc/pyauthz/policies`` (the Docker image copies it there)."""
-    here = Path(__file__).resolve().parent.parent / "policies"
-    if (here / "rules.yaml").is_file():
-        return here
-    return Path("/etc/pyauthz/policies")
+    """``/etc/pyauthz/policies`` when it exists (even a broken one: serve then refuses to
+    start rather than quietly deciding with another policy), else the shipped one."""
+    return SYSTEM_POLICY_DIR if SYSTEM_POLICY_DIR.is_dir() else shipped_policy_dir()
+
+
+def policy_origin(given: Path | None, used: Path) -> str:
+    """Which policy serve uses and why, for its start message."""
+    if given is not None:
+        return "given with --policy"
+    if used == SYSTEM_POLICY_DIR:
+        return f"the host's policy: {SYSTEM_POLICY_DIR} exists"
+    return (f"the default policy shipped with pyauthz {__version__}: {SYSTEM_POLICY_DIR} does "
+            f"not exist; `pyauthz policy init {SYSTEM_POLICY_DIR}` copies it there to edit")
 
 
 @click.group()
+@click.version_option(__version__, "--version", prog_name="pyauthz",
+                      message=f"%(prog)s %(version)s ({DISTRIBUTION})")
 def main() -> None:
     """pyauthz: a Docker Engine authorization plugin."""
 
@@ -38,7 +59,8 @@ _add_policy_group()
 @click.option("--socket", "socket_path", default=DEFAULT_SOCKET, show_default=True,
               help="Unix socket to listen on; dockerd finds /run/docker/plugins/NAME.sock by NAME.")
 @click.option("--policy", "policy_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Policy directory (default: the shipped policies/).")
+              default=None, help="Policy directory (default: /etc/pyauthz/policies when it "
+                                 "exists, else the policy shipped in the package).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 @click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 256),
               help="Threads per worker.")
@@ -79,8 +101,9 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         raise click.ClickException(f"cannot load the policy from {config.policy_dir}: {exc}") from None
     for warning in startup.config["PYAUTHZ_WARNINGS"]:
         click.echo(f"pyauthz: warning: {warning}", err=True)
-    click.echo(f"pyauthz: serving on {socket_path} with policy {config.policy_dir} "
-               f"(revision {startup.config['PYAUTHZ_REVISION']})", err=True)
+    click.echo(f"pyauthz {__version__}: serving on {socket_path} with policy {config.policy_dir} "
+               f"({policy_origin(policy_dir, config.policy_dir)}; revision "
+               f"{startup.config['PYAUTHZ_REVISION']})", err=True)
     try:
         serve(lambda: create_app(config, holder.bundle),
               ServeOptions(socket_path=socket_path, workers=workers, threads=threads,

@@ -19,5 +19,6 @@ def _add(module: str, name: str) -> None:
 
 _add("casetest", "test_command")
 _add("explain", "explain_command")
+_add("init", "init_command")
 _add("lint", "lint_command")
 _add("replay", "replay_command")

@@ -1,0 +1,123 @@
+"""``pyauthz policy init DIR``: copy the policy shipped in the package out for editing.
+
+The copy is the shipped directory as it is (rules.yaml, trust.yaml, model.conf, the policy's
+own test cases in tests/, keys/ when there are any), written with modes a policy directory
+should have whatever the umask or the installed files' modes: files 0644, directories 0755
+(an existing DIR keeps its own mode). A new DIR is filled under a temporary name beside it
+and renamed into place, so a plugin pointed at DIR never reads half a policy. A non-empty
+DIR is refused unless --force, which writes the shipped files over their namesakes (each
+replaced in one rename) and leaves every other file in DIR alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+
+
+class InitRefused(Exception):
+    """DIR cannot take the copy (not empty without force, not a directory, the source)."""
+
+
+def shipped_files(source: Path) -> list[Path]:
+    """Every regular file of the shipped policy, relative to it, sorted (hidden files,
+    caches and symlinks left out)."""
+    out = []
+    for root, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in files:
+            path = Path(root) / name
+            if not name.startswith(".") and path.is_file() and not path.is_symlink():
+                out.append(path.relative_to(source))
+    return sorted(out)
+
+
+def _write(source: Path, target: Path) -> None:
+    """Copy one file to target in one rename, mode FILE_MODE whatever the umask."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out)
+            os.fchmod(out.fileno(), FILE_MODE)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fill(source: Path, files: list[Path], target: Path) -> None:
+    for rel in files:
+        level = target
+        for part in rel.parent.parts:  # each directory made here is DIR_MODE, not the umask's
+            level = level / part
+            if not level.is_dir():
+                level.mkdir()
+                os.chmod(level, DIR_MODE)
+        _write(source / rel, target / rel)
+
+
+def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[Path], list[Path]]:
+    """Copy the policy at source into target; return (files written, files already in target
+    that were overwritten)."""
+    files = shipped_files(source)
+    if not files:
+        raise InitRefused(f"{source} holds no policy to copy")
+    real_source = source.resolve()
+    real_target = target.resolve()
+    if real_target == real_source or real_source in real_target.parents:
+        raise InitRefused(f"{target} is the shipped policy itself")
+    if target.exists() and not target.is_dir():
+        raise InitRefused(f"{target} exists and is not a directory")
+    if target.is_dir():
+        present = list(target.iterdir())
+        if present and not force:
+            raise InitRefused(f"{target} is not empty ({len(present)} entries); nothing written. "
+                              "--force writes the shipped files over their namesakes and leaves "
+                              "the other files alone")
+        replaced = [rel for rel in files if (target / rel).exists()]
+        _fill(source, files, target)
+        return files, replaced
+    # A new directory: filled under a temporary name beside it, then renamed into place.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.init."))
+    try:
+        os.chmod(staging, DIR_MODE)
+        _fill(source, files, staging)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return files, []
+
+
+@click.command("init")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True,
+              help="Write into a non-empty DIRECTORY: the shipped files replace their "
+                   "namesakes, other files stay.")
+def init_command(directory: Path, force: bool) -> None:
+    """Copy the default policy shipped with pyauthz into DIRECTORY to edit it (files 0644,
+    directories 0755). Refuses a non-empty DIRECTORY unless --force. `pyauthz serve` uses
+    /etc/pyauthz/policies by default whenever it exists."""
+    from authz import __version__
+    from authz.cli import shipped_policy_dir
+
+    source = shipped_policy_dir()
+    try:
+        files, replaced = init_policy(directory, source, force)
+    except (InitRefused, OSError) as exc:
+        raise click.ClickException(f"policy init: {exc}") from None
+    click.echo(f"pyauthz policy init: wrote the default policy of pyauthz {__version__} to "
+               f"{directory} ({len(files)} files"
+               + (f", {len(replaced)} of them over existing ones" if replaced else "") + ")")
+    click.echo(f"  Next: edit {directory / 'rules.yaml'} and {directory / 'trust.yaml'}, check\n"
+               f"  pyauthz policy lint {directory} && pyauthz policy test {directory}\n"
+               f"  pyauthz serve --policy {directory}   (or pyauthz reload, when it is "
+               "the running plugin's)")
