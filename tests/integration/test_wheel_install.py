@@ -5,10 +5,10 @@ the policy the wheel ships, and `pyauthz serve` with no --policy starting on the
 policy and answering dockerd's calls.
 
 Offline: `pip wheel --no-deps --no-build-isolation --no-index` with the system's setuptools
-(and wheel, a test extra); the venv has --system-site-packages so that the dependencies
-come from the system Python, and the wheel is installed with --no-deps --no-index
---ignore-installed (an editable install of the checkout in the system Python does not count
-as installed in the venv)."""
+(and wheel, a test extra); the venv has --system-site-packages so that the dependencies (and
+pip) come from the system Python, and the wheel is installed with --no-deps --no-index
+--ignore-installed (so that an editable install of the checkout in the system Python does
+not count as installed in the venv)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,10 @@ def wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv") / "env"
-    r = run([sys.executable, "-m", "venv", "--system-site-packages", root], cwd=root.parent)
+    # --without-pip: a Debian system Python has no ensurepip without python3-venv; the
+    # system's pip, seen through --system-site-packages, installs into the venv.
+    r = run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", root],
+            cwd=root.parent)
     assert r.returncode == 0, r.stderr
     r = run([root / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index",
              "--ignore-installed", wheel], cwd=root.parent)
