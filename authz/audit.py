@@ -254,6 +254,25 @@ def make_logger(log_file: Path | None) -> Any:
     )
 
 
+def _redact_url(value: str) -> str:
+    """A URL given as a value (``fromSrc=``, ``remote=``) as scheme://host/path only: its
+    userinfo, query and fragment may carry credentials (a pre-signed object-store URL's
+    signature, a git host's ``private_token``)."""
+    scheme, _, rest = value.partition("://")
+    authority, slash, path = rest.partition("/")
+    path, q, _ = path.partition("?")
+    path, h, _ = path.partition("#")
+    host = authority.rsplit("@", 1)[-1] if "@" in authority else authority
+    host, aq, _ = host.partition("?")
+    host, ah, _ = host.partition("#")
+    out = f"{scheme}://" + ("[redacted]@" if "@" in authority else "") + host
+    if slash and not (aq or ah):
+        out += "/" + path
+    if q or h or aq or ah:
+        out += "?[redacted]"
+    return out
+
+
 def redact_uri(uri: str) -> str:
     """The raw URI for the log, without secrets: values of secret-bearing parameters and
     credentials in URL values are replaced; an undecodable pair is dropped to its key."""
@@ -273,6 +292,8 @@ def redact_uri(uri: str) -> str:
             parts.append(raw_key)
         elif key.lower() in _SECRET_QUERY_KEYS:
             parts.append(f"{raw_key}=[redacted]")
+        elif "://" in value:
+            parts.append(f"{raw_key}={quote(_redact_url(value), safe=':/@[]')}")
         elif _USERINFO.match(value):
             cleaned = _USERINFO.sub(r"\1[redacted]@", value)
             parts.append(f"{raw_key}={quote(cleaned, safe=':/@[]')}")

@@ -83,8 +83,13 @@ class Decision:
     mode: str | None = None
 
     def refuse(self, rule: str, found: str, fix: str) -> None:
-        """Deny for a built-in reason (``request-*``, ``protocol``, ``internal-error``)."""
+        """Deny for a built-in reason (``request-*``, ``protocol``, ``internal-error``), and
+        nothing else: what the policy said before the refusal (a refusal can come after it,
+        e.g. no lookup slot for image trust) was not the decision, and replay must keep the
+        refusal as recorded (a line without the request's facts)."""
         self.violations = [Violation(rule, found, _REFUSAL_MESSAGES.get(rule, ""), fix)]
+        self.audits, self.exceptions_applied, self.facts, self.images = [], [], [], []
+        self.request = None
         self.allow = False
 
     def message(self, revision: str) -> str:

@@ -195,13 +195,16 @@ class DockerState:
 
     def image_default_facts(self, defaults: ImageDefaults) -> list[Fact]:
         """What a create takes from its image, read as dockerd resolves ``Config.Image``:
-        its ``USER`` when the create gives none, the ports ``-P`` publishes. No facts for
-        an image dockerd does not have: it refuses the create (the CLI pulls, then creates
-        again, and that create is judged with the image there)."""
+        its ``USER`` when the create gives none, the ports ``-P`` publishes. For an image
+        dockerd does not have now, the user is unknown: dockerd refuses the create, but looks
+        the image up again after this decision, and a pull finishing in between would run
+        its default user unseen (the CLI's pull-then-create-again is judged anew)."""
         image = self._read(f"image {defaults.image[:100]!r}", self.docker.inspect_image,
                            defaults.image, views.Image)
         if image is None:
-            return []
+            return [Fact("user.root", "unknown", defaults.where,
+                         f"image {defaults.image[:100]!r} is not here: its default user is "
+                         "not known")] if defaults.user else []
         detail = f"the default of image {defaults.image[:100]!r}"
         facts: list[Fact] = []
         if defaults.user:

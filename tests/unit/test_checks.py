@@ -152,7 +152,7 @@ def test_where_each_check_reads():
     assert names(checks.STORED_HOST_CONFIG) == [
         n for n in names(checks.HOST_CONFIG) if n != "check_cgroup_namespace"]
     assert names(checks.VOLUMES_FROM) == ["check_binds", "check_mounts", "check_volume_driver"]
-    assert names(checks.RESOURCES) == ["check_devices", "check_restart_policy"]
+    assert names(checks.RESOURCES) == ["check_devices", "check_update_pids_limit", "check_restart_policy"]
     assert names(checks.CONTAINER_SPEC) == [
         "check_mounts", "check_service_capabilities", "check_sysctls", "check_service_selinux",
         "check_service_seccomp", "check_service_apparmor", "check_service_user",
@@ -222,7 +222,8 @@ RICH = {
         "LogConfig": {"Type": "vendor/log", "Config": {"syslog-address": "unix:///dev/log"}},
         "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}, "PublishAllPorts": True,
         "ReadonlyRootfs": True, "Memory": 1 << 30, "PidsLimit": 100, "Runtime": "runc"},
-    checks.RESOURCES: {"Devices": [{"PathOnHost": "/dev/fuse"}], "RestartPolicy": {"Name": "always"}},
+    checks.RESOURCES: {"Devices": [{"PathOnHost": "/dev/fuse"}], "RestartPolicy": {"Name": "always"},
+                      "PidsLimit": -1},
     checks.CONTAINER_SPEC: {
         "Mounts": MOUNTS, "CapabilityAdd": ["SYS_ADMIN"], "Sysctls": {"net.ipv4.ip_forward": "1"},
         "Privileges": {"SELinuxContext": {"Disable": True}, "Seccomp": {"Mode": "unconfined"},

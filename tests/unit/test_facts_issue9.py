@@ -115,9 +115,10 @@ def test_without_user_the_image_default_is_read_through_dockerd(default, expecte
     assert where == {"image.Config.User"}
 
 
-def test_a_missing_image_gives_no_user_fact():
-    """dockerd refuses the create (No such image); the CLI pulls and creates again."""
-    assert facts({"Image": "nope:1"}, Dockerd(), USER_KINDS) == []
+def test_a_missing_image_runs_as_an_unknown_user():
+    """dockerd refuses the create (No such image), but looks the image up again after the
+    decision: a pull finishing in between would run its default user unseen."""
+    assert facts({"Image": "nope:1"}, Dockerd(), USER_KINDS) == [("user.root", "unknown")]
 
 
 def test_without_dockerd_state_the_user_is_unknown():

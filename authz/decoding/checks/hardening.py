@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from authz.decoding.checks.registry import (CONTAINER_SPEC, HOST_CONFIG, STORED_HOST_CONFIG,
-                                            TASK_TEMPLATE, check, inside)
+from authz.decoding.checks.registry import (CONTAINER_SPEC, HOST_CONFIG, RESOURCES,
+                                            STORED_HOST_CONFIG, TASK_TEMPLATE, check, inside)
 from authz.decoding.facts import Fact, fact_kind
 from authz.moby.gojson import GoObject, InvalidJSON, get_bool, get_obj, get_str, get_strings
 
@@ -89,6 +89,16 @@ def check_resource_limits(hc: GoObject | None, where: str) -> Iterator[Fact]:
     pids = get_int(hc, "PidsLimit", where)
     yield Fact("pids-limit", "set" if pids is not None and pids > 0 else "unset",
                inside(where, "PidsLimit"))
+
+
+@check(reads=(RESOURCES,), reports=(PIDS_LIMIT,), rank=50)
+def check_update_pids_limit(update: GoObject | None, where: str) -> Iterator[Fact]:
+    """``docker update --pids-limit -1`` (or 0): dockerd applies "unlimited" to the running
+    container at once (postContainerUpdate, API 1.40 and later; earlier ones ignore the
+    field or keep the limit); a positive one sets a limit. Absent: no change, no fact."""
+    pids = get_int(update, "PidsLimit", where)
+    if pids is not None:
+        yield Fact("pids-limit", "set" if pids > 0 else "unset", inside(where, "PidsLimit"))
 
 
 def top_level_memory(doc: GoObject | None, facts: list[Fact]) -> list[Fact]:

@@ -25,6 +25,10 @@ PORT_PUBLISH_ALL = fact_kind("port.publish-all", "true: -P publishes every expos
 # Every host address: what dockerd binds for an empty or unreadable HostIp (by default).
 ANY_ADDRESS = "0.0.0.0"
 _PART_MAX = 64
+# The most published ports one request may report (all PortBindings together, or the
+# exposed ports -P publishes): each is a fact every port rule judges. Real requests publish
+# a handful; a body of 200 ports x 200 bindings would cost seconds.
+MAX_PUBLISHED = 1024
 
 
 def host_ip(text: str) -> str:
@@ -82,6 +86,11 @@ def check_port_bindings(hc: GoObject | None, where: str) -> Iterator[Fact]:
     dockerd publishes it when the port is exposed, by the create or its image) and ``-P``
     (``PublishAllPorts``: the exposed ports without a binding, see ``publish_all_facts``)."""
     bindings = get_map(hc, "PortBindings", where)
+    total = sum(len(e) for e in bindings.values() if isinstance(e, list))
+    if total > MAX_PUBLISHED:
+        raise RequestRefused("request-body-invalid", f"{inside(where, 'PortBindings')} has "
+                             f"{total} bindings (the plugin reads at most {MAX_PUBLISHED})",
+                             f"Publish at most {MAX_PUBLISHED} ports in one container.")
     for key, entries in bindings.items():
         at = inside(where, f"PortBindings[{key[:_PART_MAX]!r}]")
         if entries is None:
@@ -112,5 +121,10 @@ def publish_all_facts(exposed: Iterable[str], covered: frozenset[str], where: st
                       detail: str = "") -> list[Fact]:
     """``-P``: every exposed port without a binding (``covered``) is published on a random
     port of dockerd's default address (every address, by default)."""
+    ports = [key for key in exposed if key not in covered]
+    if len(ports) > MAX_PUBLISHED:
+        raise RequestRefused("request-body-invalid", f"-P would publish {len(ports)} ports of "
+                             f"{where} (the plugin reads at most {MAX_PUBLISHED})",
+                             "Publish the ports the service needs with -p instead of -P.")
     return [Fact("port.publish", port_value("", "", key), f"{where}[{key[:_PART_MAX]!r}]", detail)
-            for key in exposed if key not in covered]
+            for key in ports]

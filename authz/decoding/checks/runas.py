@@ -34,7 +34,9 @@ def user_is_root(user: str) -> str:
     name = user.split(":", 1)[0]
     if name == "":
         return "true"          # no user: uid 0 (runc's default)
-    if _GO_ATOI.match(name) and int(name) in _INT64:
+    # Go's Atoi fails on a number out of int64 (at most 20 characters with a sign): runc then
+    # looks the text up as a name.
+    if len(name) <= 20 and _GO_ATOI.match(name) and int(name) in _INT64:
         uid = int(name)
         if uid == 0:
             return "true"

@@ -93,9 +93,14 @@ def start(target: Target, body: Body, out: Findings) -> None:
     if not target.version_below("1.24"):
         body.expect_none(out.endpoint)
         return
-    # API < 1.24: a body (ContainerConfigWrapper) replaces the container's HostConfig.
+    # API < 1.24: a body (ContainerConfigWrapper) replaces the container's HostConfig, but
+    # only one of more than 7 bytes (postContainersStart reads none shorter: `{}`, `null`
+    # change nothing, and the stored HostConfig is judged from dockerd's state).
+    if body.data is not None and len(body.data) <= 7:
+        return
     doc = body.json(out.endpoint, required=False)
-    out.facts += _host_config_facts(doc, out)
+    if doc is not None:
+        out.facts += _host_config_facts(doc, out)
 
 
 def checkpoint_list(target: Target, body: Body, out: Findings) -> None:
