@@ -278,6 +278,27 @@ def load_file(path: Path) -> list[Case]:
     return cases
 
 
+# Rule ids a case may name that are not in rules.yaml: the built-in floor's, and the
+# refusals and image trust results the plugin itself reports.
+BUILT_IN_IDS = frozenset({"host-path-protected", "authz-plugin-protected", "protocol",
+                          "internal-error"})
+BUILT_IN_PREFIXES = ("request-", "image-")
+
+
+def check_near_misses(cases: list[Case], rule_ids) -> None:
+    """``near_miss:`` is metadata (the shipped suite's coverage test reads it; ``policy
+    test`` decides nothing from it), but a rule id it names must exist: the policy's
+    rules, or a built-in id. CaseError with the case's ``file:line`` otherwise (a renamed or
+    removed rule leaves the coverage it claims behind)."""
+    known = set(rule_ids) | BUILT_IN_IDS
+    for case in cases:
+        unknown = [r for r in case.near_miss
+                   if r not in known and not r.startswith(BUILT_IN_PREFIXES)]
+        if unknown:
+            raise CaseError(f"{case.where}: case {case.name!r}: near_miss names "
+                            f"{', '.join(unknown)}, which the policy has no rule of")
+
+
 def case_files(policy_dir: Path) -> list[Path]:
     """``DIR/tests/*.yaml`` (and ``*.yml``), in name order."""
     tests = Path(policy_dir) / "tests"

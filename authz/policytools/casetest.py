@@ -220,18 +220,39 @@ def with_mode(policy: Policy, mode: str | None) -> Policy:
                   policy.revision)
 
 
+class LoadError(Exception):
+    """The policy or a case file does not load: nothing was tested (exit 2)."""
+
+
 def _load(policy_dir: Path, files: tuple[Path, ...], mode: str | None = None):
     from authz.policy.rules import PolicyError
-    from authz.policytools.cases import CaseError, load_cases
+    from authz.policytools.cases import CaseError, check_near_misses, load_cases
 
     try:
         policy = with_mode(Policy.load(policy_dir), mode)
     except (PolicyError, OSError) as exc:
-        raise SystemExit(_fail(f"the policy does not load: {exc}")) from None
+        raise LoadError(f"the policy does not load: {exc}") from None
     try:
-        return policy, load_cases(policy_dir, list(files) or None)
+        cases = load_cases(policy_dir, list(files) or None)
+        check_near_misses(cases, (rule.id for rule in policy.ruleset.rules))
     except CaseError as exc:
-        raise SystemExit(_fail(str(exc))) from None
+        raise LoadError(str(exc)) from None
+    return policy, cases
+
+
+def junit_error(text: str, policy_dir: Path) -> ET.ElementTree:
+    """JUnit XML for a run that tested nothing: one testcase with an ``<error>`` naming the
+    problem (a CI job reading the file sees the run fail, not an empty or stale report)."""
+    root = ET.Element("testsuites", name=f"pyauthz policy test {policy_dir}", tests="1",
+                      failures="0", errors="1")
+    suite = ET.SubElement(root, "testsuite", name="load", tests="1", failures="0",
+                          errors="1", skipped="0")
+    case = ET.SubElement(suite, "testcase", name="the policy and its cases load",
+                         classname="policy.load")
+    error = ET.SubElement(case, "error", message=text, type="load")
+    error.text = text
+    ET.indent(root)
+    return ET.ElementTree(root)
 
 
 def _fail(text: str) -> int:
@@ -257,8 +278,15 @@ def _command():
                      mode: str | None) -> None:
         """Run the test cases kept beside a policy (POLICY_DIR/tests/*.yaml, or FILES)
         through the plugin's decision path, offline. Exit 0: every case passed; 1: a case
-        failed; 2: the policy or a case file does not load (nothing was tested)."""
-        policy, cases = _load(policy_dir, files, mode)
+        failed; 2: the policy or a case file does not load, or a near_miss names no rule
+        of the policy (nothing was tested; --junit then writes one <error>)."""
+        try:
+            policy, cases = _load(policy_dir, files, mode)
+        except LoadError as exc:
+            if junit_file is not None:
+                junit_error(str(exc), policy_dir).write(junit_file, encoding="utf-8",
+                                                        xml_declaration=True)
+            raise SystemExit(_fail(str(exc))) from None
         results = run_cases(policy, cases, serve_floor(policy_dir))
         click.echo(table(results))
         if junit_file is not None:

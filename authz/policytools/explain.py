@@ -4,9 +4,10 @@ each fact was put to and what decided it (the rule, an exception, the rule's own
 value), the decision, and the exact message the docker user would read.
 
 The decision is the plugin's own (``authz.plugin.Plugin.decide``), made offline as
-``pyauthz policy test`` makes it (no dockerd unless ``--state`` gives its objects; no image
-trust); the facts are decoding's (``authz.decoding.decode``), and the rules' answers the
-policy's (``Policy.explain_fact``).
+``pyauthz policy test`` makes it (no dockerd unless ``--state`` gives its objects, and
+without it a note names the objects a live plugin would have read; no image trust); the
+facts are decoding's (``authz.decoding.decode``), and the rules' answers the policy's
+(``Policy.explain_fact``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from authz.decision import Decision
 from authz.decoding import Lookups, RequestRefused, decode
 from authz.policy.engine import Policy
 from authz.policytools.cases import (CERTIFICATE_KEYS, CaseError, raw_request, read_state)
+from authz.policytools.casestate import CaseState
 from authz.policytools.casetest import CallError, calls_of, plugin_for, serve_floor
 from authz.policy.yamlfile import StrictYaml
 from authz.protocol import AuthzRequest
@@ -35,6 +37,51 @@ class Explained:
     stored: frozenset = frozenset()
     refused: RequestRefused | None = None
     image: str = ""
+    # Without --state: the objects a live plugin would have read through dockerd, as
+    # (kind, name): ("container", "web")...
+    unread: list = dataclasses.field(default_factory=list)
+
+
+class _Unread(CaseState):
+    """A dockerd that has nothing and notes every object decoding asks it for: which stored
+    state a live plugin would have read for a call explained without ``--state``."""
+
+    def __init__(self):
+        super().__init__({})
+        self.reads: list[tuple[str, str]] = []
+
+    def _note(self, kind: str, name: str) -> None:
+        if (kind, name) not in self.reads:
+            self.reads.append((kind, name))
+
+    def inspect_container(self, name, deadline=None):
+        self._note("container", name)
+
+    def inspect_exec(self, exec_id, deadline=None):
+        self._note("exec", exec_id)
+
+    def inspect_plugin(self, name, deadline=None):
+        self._note("plugin", name)
+
+    def inspect_network(self, name, deadline=None):
+        self._note("network", name)
+
+    def inspect_volume(self, name, deadline=None):
+        self._note("volume", name)
+
+    def inspect_image(self, ref, deadline=None):
+        self._note("image", ref)
+
+
+def unread_state(call: AuthzRequest, seconds: float) -> list[tuple[str, str]]:
+    """The dockerd objects a live plugin reads to decide ``call`` (none given offline)."""
+    probe = _Unread()
+    try:
+        with Lookups(probe, None, seconds) as lookups:
+            decode(call, lookups)
+    except Exception:  # noqa: BLE001 - only the reads made until then matter here
+        pass
+    return probe.reads
 
 
 def _who(call: AuthzRequest) -> str:
@@ -51,6 +98,8 @@ def explain_call(policy: Policy, label: str, call: AuthzRequest, state=None,
     """One call: the plugin's decision, and decoding's facts for it."""
     plugin = plugin_for(policy, state, floor)
     out = Explained(label, call, plugin.decide(call))
+    if state is None:
+        out.unread = unread_state(call, plugin.seconds)
     try:
         with Lookups(plugin.docker, plugin.slots, plugin.seconds) as lookups:
             request = decode(call, lookups)
@@ -67,6 +116,28 @@ def _fact_line(fact, stored: bool) -> str:
     origin = "dockerd's stored state: " if stored else ""
     detail = f" ({fact.detail})" if fact.detail else ""
     return f"    {fact.kind}={fact.value}\n        from {origin}{fact.where}{detail}"
+
+
+# What a live plugin learns from each kind of object it reads through dockerd.
+_UNREAD = {
+    "container": "its target fact (rule target-by-id: a container named by id) and the "
+                 "re-check of its stored configuration (judged again as at create)",
+    "exec": "the exec's own privileges and user, and its container's stored configuration",
+    "image": "the image's default user (user.root) and exposed ports (-P)",
+    "plugin": "the plugin's privileges and settings",
+    "volume": "the volume's driver and options",
+    "network": "the network's driver and options",
+}
+
+
+def _unread_note(unread: list[tuple[str, str]]) -> list[str]:
+    objects = ", ".join(f"{kind} {name!r}" for kind, name in unread)
+    lines = [f"  note: no --state was given, so dockerd's stored state was not read: {objects}.",
+             "    A live plugin reads it through dockerd; here these did not apply:"]
+    lines += [f"    - {kind} {name!r}: {_UNREAD[kind]}" for kind, name in unread]
+    lines.append("    Give --state FILE with the objects as `docker inspect` shows them "
+                 "(the format of a test case's state:) to decide as the plugin would.")
+    return lines
 
 
 def _outcome(effect: str, by: str) -> str:
@@ -117,6 +188,8 @@ def render(policy: Policy, item: Explained) -> list[str]:
     if not decision.allow:
         lines.append("  the docker user reads:")
         lines += ["    " + line for line in decision.message(policy.revision).splitlines()]
+    if item.unread:
+        lines += _unread_note(item.unread)
     return lines
 
 
@@ -124,7 +197,7 @@ def explain(policy: Policy, calls: list[tuple[str, AuthzRequest]], *, state=None
             only: str = "") -> tuple[list[str], bool]:
     """Every call of a command in order until the first deny (where the CLI stops), or only
     the call labelled ``only``; the lines and whether the command is allowed."""
-    lines, allowed = [], True
+    lines, allowed, unread = [], True, False
     if only:
         calls = [(label, call) for label, call in calls if label == only]
         if not calls:
@@ -132,6 +205,7 @@ def explain(policy: Policy, calls: list[tuple[str, AuthzRequest]], *, state=None
     for i, (label, call) in enumerate(calls):
         item = explain_call(policy, label, call, state, floor)
         lines += render(policy, item) + [""]
+        unread = unread or bool(item.unread)
         if not item.decision.allow:
             allowed = False
             rest = [lbl for lbl, _ in calls[i + 1:]]
@@ -139,7 +213,9 @@ def explain(policy: Policy, calls: list[tuple[str, AuthzRequest]], *, state=None
                 lines.append(f"the command stops here: the CLI does not make {', '.join(rest)}")
             break
     lines.append(f"policy {policy.directory} (revision {policy.revision[:12]}): "
-                 + ("allowed" if allowed else "denied"))
+                 + ("allowed" if allowed else "denied")
+                 + (" without dockerd's stored state (see the note above; --state gives it)"
+                    if unread and allowed else ""))
     return lines, allowed
 
 
@@ -162,7 +238,7 @@ def _read(path: Path):
 @click.command("explain")
 @click.option("--policy", "policy_dir", type=click.Path(file_okay=False, exists=True,
                                                          path_type=Path),
-              help="Policy directory (default: the shipped policies/).")
+              help="Policy directory (default: the one pyauthz serve uses without --policy).")
 @click.option("--user", default="", help="The caller's TLS certificate CN (default: anonymous, "
                                          "the unix socket).")
 @click.option("--cert", "cert", multiple=True, metavar="FIELD=VALUE",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -69,12 +70,14 @@ def lint(directory: Path, today: dt.date | None = None) -> Report:
     # 2. Every other error, entry by entry.
     rules_path = directory / RULES_FILE
     role_lines: dict[str, int] = {}
+    mode_line: int | None = None
     if policy is None and rules_path.is_file():
         rules_errors(rules_path, report, today)
     elif policy is not None:
         loaded = tolerant_load(rules_path, RulesLoader, report)
         if loaded is not None and isinstance(loaded[0], dict):
             doc, loader = loaded
+            mode_line = loader.positions.get(doc[LINE], {}).get("mode")
             roles = doc.get("roles")
             if isinstance(roles, dict):
                 lines = loader.positions.get(roles[LINE], {})
@@ -98,16 +101,29 @@ def lint(directory: Path, today: dt.date | None = None) -> Report:
     expired = {f"exception {ex.id} ({ruleset.path}:{ex.line}) expired" for ex in ruleset.exceptions}
     startup = [w for w in policy.warnings if not any(w.startswith(e) for e in expired)]
     for warning in startup:
-        report.add(Finding(WARNING, "startup", warning, str(rules_path)))
+        report.add(startup_finding("startup", warning, rules_path))
     if trust is not None:
         # Lint reads no dockerd; serve does (its --docker-host): not the policy's warning.
         for warning in trust.startup_warnings():
             if not warning.startswith("image trust: no docker host"):
-                report.add(Finding(WARNING, "startup", warning, str(trust.policy.path)))
-    rules_warnings(ruleset, report, today, role_lines)
+                report.add(startup_finding("image-trust", warning, trust.policy.path))
+    rules_warnings(ruleset, report, today, role_lines, mode_line)
     if trust is not None:
         trust_warnings(trust, report)
     return report
+
+
+# Where serve's start-up warnings name their place: "FILE.yaml:LINE" or "FILE.yaml line LINE".
+_PLACE = re.compile(r"(?P<file>[^\s`'(]+\.yaml)(?::| line )(?P<line>\d+)")
+
+
+def startup_finding(check: str, warning: str, file: Path) -> Finding:
+    """One of serve's start-up warnings (its text unchanged) as a finding of ``check``, at
+    the ``file:line`` its text names (in ``file``), else at ``file`` alone."""
+    place = _PLACE.search(warning)
+    if place and Path(place["file"]) == Path(file):
+        return Finding(WARNING, check, warning, str(file), int(place["line"]))
+    return Finding(WARNING, check, warning, str(file))
 
 
 def render_text(report: Report, strict: bool = False) -> tuple[list[str], list[str]]:

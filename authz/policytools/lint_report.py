@@ -21,10 +21,8 @@ class Finding:
     line: int | None = None
 
     def text(self) -> str:
-        """``severity: file:line: message [check]`` (serve's own start-up warnings as
-        ``check-policy`` always printed them)."""
-        if self.check == "startup":
-            return f"{self.severity}: {self.message}"
+        """``severity: file:line: message [check]``; ``file: message [check]`` when no line
+        is known; ``message [check]`` when no file is."""
         where = f"{self.file}:{self.line}: " if self.file and self.line else (
             f"{self.file}: " if self.file else "")
         return f"{self.severity}: {where}{self.message} [{self.check}]"

@@ -28,17 +28,19 @@ def _literal(value: str) -> bool:
 
 
 def rules_warnings(ruleset: RuleSet, report: Report, today: dt.date,
-                    role_lines: dict[str, int]) -> None:
-    """What lint can tell for sure about a rules.yaml that loads."""
+                    role_lines: dict[str, int], mode_line: int | None = None) -> None:
+    """What lint can tell for sure about a rules.yaml that loads (``mode_line``: the line
+    of its ``mode:`` key)."""
     path = str(ruleset.path)
 
     def warn(check: str, line: int | None, text: str) -> None:
         report.add(Finding(WARNING, check, text, path, line))
 
     if ruleset.mode == "audit":
-        warn("mode-audit", None, "mode: audit: the rules deny nothing; every deny is only logged "
-                                 "(audit_violations). The built-in floor, the request-* refusals "
-                                 "and image trust still deny. Set mode: enforce after the roll-out.")
+        warn("mode-audit", mode_line,
+             "mode: audit: the rules and image trust deny nothing; their denies are only logged "
+             "(audit_violations with effect deny). Only the built-in floor and the request-* "
+             "refusals still deny. Set mode: enforce after the roll-out.")
     by_id = {rule.id: rule for rule in ruleset.rules}
     matches: dict[tuple, str] = {}
     for rule in ruleset.rules:

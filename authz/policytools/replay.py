@@ -77,7 +77,10 @@ def _replay_raw(report: Report, where: str, raw: bytes, policy: Policy, current:
         report.voided.append(str(line.get("decision_id")))
         return
     if event != "decision":
-        report.other_events += 1
+        if event is None and "phase" in line:  # a decision line without its "event"
+            report.problem(where, 'a decision line ("phase") without "event": "decision"')
+        else:
+            report.other_events += 1
         return
     if line.get("phase") == "response":
         report.response_lines += 1
@@ -117,7 +120,7 @@ def exit_code(report: Report, fail_on: str, strict: bool) -> int:
 @click.argument("logfiles", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--decisions", is_flag=True,
-              help="With --json: every replayed decision, recorded and predicted.")
+              help="With --json (required): every replayed decision, recorded and predicted.")
 @click.option("--examples", default=3, show_default=True, type=click.IntRange(0, 100),
               help="Examples (decision id, time) per group.")
 @click.option("--fail-on", type=click.Choice(["denied", "any", "never"]), default="denied",
@@ -136,6 +139,9 @@ def replay_command(policy_dir: Path, logfiles: tuple[str, ...], as_json: bool,
     policy and report what would change: newly denied, newly allowed, denied by other rules.
     Exit 0: nothing --fail-on names changes; 1: something does; 2: unreadable input, or
     nothing to replay."""
+    if decisions and not as_json:
+        raise click.UsageError("--decisions lists every replayed decision in the JSON "
+                               "document: give --json too")
     try:
         policy = Policy.load(policy_dir)
     except (PolicyError, OSError) as exc:

@@ -141,6 +141,9 @@ def render_text(report: Report, examples: int) -> str:
     if skipped["unreadable"]:
         out.append(f"  {skipped['unreadable']} line(s) could not be read:")
         out += [f"    {p}" for p in report.problems]
+    if report.other_events:
+        out.append(f"  {report.other_events} line(s) of other events (not decisions) were "
+                   "skipped")
     if report.voided:
         out.append(f"  {len(report.voided)} decision(s) were answered deny because their line "
                    "was written late (decision-void); replayed as their line records them")

@@ -107,6 +107,35 @@ def test_stored_state_is_shown_as_such(tmp_path):
     assert "from dockerd's stored state: container.HostConfig.PidMode" in result.output
 
 
+def test_without_state_explain_says_dockerds_stored_state_was_not_read(tmp_path):
+    req = tmp_path / "start.yaml"
+    req.write_text(f"{{method: POST, uri: /v1.41/containers/{ID}/start}}\n")
+    directory = policy_dir(tmp_path, RULES)
+    result = explain("--policy", str(directory), "--request", str(req))
+    assert result.exit_code == 0, result.output
+    assert ("note: no --state was given, so dockerd's stored state was not read: "
+            f"container '{ID}'") in result.output
+    assert "target-by-id" in result.output and "stored configuration" in result.output
+    assert result.output.rstrip().endswith("allowed without dockerd's stored state (see the "
+                                           "note above; --state gives it)")
+    for request in (f"{{method: POST, uri: /v1.41/containers/{ID}/exec, body: {{Cmd: [sh]}}}}",
+                    f"{{method: POST, uri: '/v1.41/containers/{ID}/attach?stream=1'}}"):
+        req.write_text(request + "\n")
+        result = explain("--policy", str(directory), "--request", str(req))
+        assert f"stored state was not read: container '{ID}'" in result.output, result.output
+    # With --state the plugin's reads are answered: no note.
+    state = tmp_path / "state.yaml"
+    state.write_text(f"containers:\n  - {{Id: '{ID}', Name: /web, Image: 'sha256:{'a' * 64}', "
+                     "HostConfig: {}}\n")
+    req.write_text(f"{{method: POST, uri: /v1.41/containers/{ID}/start}}\n")
+    result = explain("--policy", str(directory), "--state", str(state), "--request", str(req))
+    assert "note: no --state" not in result.output and "from dockerd's stored state" in result.output
+    # A request that reads nothing through dockerd has no note either.
+    req.write_text("{method: GET, uri: /_ping}\n")
+    result = explain("--policy", str(directory), "--request", str(req))
+    assert "note:" not in result.output and result.output.rstrip().endswith("allowed")
+
+
 def test_a_refused_request_says_so_before_any_rule(tmp_path):
     req = tmp_path / "req.yaml"
     req.write_text("{method: POST, uri: /v1.41/containers/create, body: '[1]'}\n")

@@ -64,7 +64,14 @@ def test_the_shipped_policy_loads_with_check_policys_lines():
     lines = out.splitlines()
     assert re.fullmatch(rf"{re.escape(str(SHIPPED))}: revision [0-9a-f]{{64}}", lines[0])
     assert re.fullmatch(r"  \d+ rules, \d+ exceptions, \d+ roles", lines[1])
-    assert "  warning: image trust: no trusted key configured" in out  # serve's, as before
+    # serve's start-up warning, its text unchanged, in lint's own format: FILE:LINE: ... [check]
+    trust = load_trust(SHIPPED, None).policy
+    assert (f"  warning: {trust.path}:{trust.keys_line}: image trust: no trusted key "
+            "configured") in out
+    assert re.search(r"  warning: \S+/trust\.yaml:\d+: image trust: no trusted key configured"
+                     r".* \[image-trust\]$", out, re.M)
+    assert all(re.fullmatch(r"  warning: \S+\.yaml:\d+: .* \[[a-z-]+\]", line)
+               for line in lines if line.startswith("  warning:"))
     assert "no docker host" not in out      # lint reads no dockerd: not the policy's warning
     assert lines[-1].startswith("pyauthz policy lint: 0 error(s)")
     assert err == ""
@@ -314,9 +321,15 @@ def test_unused_roles_and_yaml_1_1_role_names(policy):
 def test_audit_mode_is_a_warning_and_strict_fails_on_warnings(policy):
     edit(policy, "version: 1\n", "version: 1\nmode: audit\n")
     found, report = checks(policy)
-    assert any(check == "mode-audit" for check, _ in found) and report.mode == "audit"
+    assert ("mode-audit", line_of(policy, "mode: audit")) in found and report.mode == "audit"
     code, out, err = run("policy", "lint", str(policy))
     assert code == 0 and "mode: audit" in out
+    line = next(x for x in out.splitlines() if x.endswith("[mode-audit]"))
+    assert line.startswith(f"  warning: {policy / 'rules.yaml'}:{line_of(policy, 'mode: audit')}: ")
+    # Audit mode covers image trust too (authz/decision.py): only the floor and request-* deny.
+    assert "the rules and image trust deny nothing" in line
+    assert "Only the built-in floor and the request-* refusals still deny" in line
+    assert "image trust still deny" not in line
     code, out, err = run("policy", "lint", "--strict", str(policy))
     assert code == 1 and "--strict: warnings fail" in err
     doc = json.loads(run("policy", "lint", "--strict", "--format", "json", str(policy))[1])

@@ -333,6 +333,43 @@ def test_the_command_exits_2_when_nothing_can_be_tested(tmp_path):
     assert result.exit_code == 2 and "no case files" in result.output
 
 
+def test_junit_names_the_problem_when_nothing_can_be_tested(tmp_path):
+    directory = policy_dir(tmp_path, "cases: {}\n")
+    out = tmp_path / "junit.xml"
+    result = CliRunner().invoke(main, ["policy", "test", str(directory), "--junit", str(out)])
+    assert result.exit_code == 2
+    root = ET.parse(out).getroot()
+    assert root.tag == "testsuites" and root.get("errors") == "1" and root.get("tests") == "1"
+    [suite] = root
+    [case] = suite.findall("testcase")
+    error = case.find("error")
+    assert error is not None and "'cases' is a list" in error.get("message")
+    assert str(directory / "tests" / "cases.yaml") in error.text
+    (directory / "rules.yaml").write_text("version: 1\nrules: [{id: x}]\n")
+    result = CliRunner().invoke(main, ["policy", "test", str(directory), "--junit", str(out)])
+    assert result.exit_code == 2
+    assert "the policy does not load" in ET.parse(out).getroot().find(".//error").get("message")
+
+
+def test_a_near_miss_must_name_a_rule_of_the_policy(tmp_path):
+    directory = policy_dir(tmp_path, """\
+cases:
+  - name: fine
+    request: {method: GET, uri: /_ping}
+    expect: allow
+    near_miss: [privileged, host-path-protected]
+  - name: renamed
+    request: {method: GET, uri: /_ping}
+    expect: allow
+    near_miss: [privileged, no-such-rule]
+""")
+    result = CliRunner().invoke(main, ["policy", "test", str(directory)])
+    assert result.exit_code == 2, result.output
+    assert (f"{directory / 'tests' / 'cases.yaml'}:6: case 'renamed': near_miss names "
+            "no-such-rule, which the policy has no rule of") in result.output
+    assert "PASS" not in result.output                    # nothing was tested
+
+
 def test_table_and_junit_name_expected_and_actual_rule_ids(tmp_path):
     directory = policy_dir(tmp_path, PRIVILEGED)
     results = run_cases(Policy.load(directory), load_cases(directory), SYSTEM_FLOOR)
@@ -423,10 +460,16 @@ def test_removing_or_narrowing_any_rule_fails_the_shipped_suite(tmp_path, shippe
 
 
 def test_a_mutant_fails_through_the_cli_too(tmp_path):
-    directory = mutated_policy(tmp_path, "privileged", None)
+    directory = mutated_policy(tmp_path, "privileged", {"fact": "privileged", "values": ["true"],
+                                                          "endpoints": ["exec.create"]})
     shutil.copytree(SHIPPED / "tests", directory / "tests")
     result = CliRunner().invoke(main, ["policy", "test", str(directory)])
     assert result.exit_code == 1 and "FAIL    privileged container" in result.output
+    # A removed rule that a case's near_miss still names stops the run (exit 2) at that case.
+    removed = mutated_policy(tmp_path / "removed", "privileged", None)
+    shutil.copytree(SHIPPED / "tests", removed / "tests")
+    result = CliRunner().invoke(main, ["policy", "test", str(removed)])
+    assert result.exit_code == 2 and "near_miss names privileged" in result.output
 
 
 def test_mode_tests_an_audit_roll_out_as_it_will_enforce(tmp_path):

@@ -365,6 +365,18 @@ def test_other_lines_are_counted_and_reported_never_skipped_silently(tmp_path):
     assert report.response_lines == 1 and report.voided == [docs[0]["decision_id"]]
     assert report.unreadable == 2 and report.not_replayed == 4
     assert any(":6: not JSON" in p for p in report.problems)
+    # A decision line that lost its "event" is a line that cannot be read, not another event.
+    eventless = {k: v for k, v in docs[1].items() if k != "event"}
+    other = {"event": "something-else", "time": docs[0]["time"]}
+    log.write_text("".join(json.dumps(d) + "\n" for d in (docs[0], eventless, other)))
+    report = replay([str(log)], Policy.load(SHIPPED))
+    assert report.unreadable == 1 and report.not_replayed == 1 and report.other_events == 1
+    assert any(':2: a decision line ("phase") without "event"' in p for p in report.problems)
+    result = run("--policy", str(SHIPPED), str(log))
+    assert "1 line(s) could not be read" in result.output
+    assert "1 line(s) of other events (not decisions) were skipped" in result.output
+    log.write_text("".join(json.dumps(d) + "\n" for d in (docs[0], old, before, response, void))
+                   + "{not json\n\n" + json.dumps(dict(docs[1], all_facts="x")) + "\n")
     loose = replay([str(log)], Policy.load(SHIPPED), any_vocabulary=True)
     assert len(loose.decisions) == 3 and loose.replayed_other_vocabulary == 2
 
@@ -413,6 +425,11 @@ def test_exit_codes_and_reports(tmp_path):
     assert group["examples"][0]["decision_id"] and group["examples"][0]["time"]
     assert len(doc["decisions"]) == len(SESSION)
     assert doc["fact_vocabulary"] == vocabulary.current()
+
+    # --decisions is a part of the JSON document: alone it is refused, not ignored.
+    refused = run("--policy", str(b), "--decisions", str(log))
+    assert refused.exit_code == 2 and "--decisions" in refused.output
+    assert "give --json too" in refused.output
 
     gz = tmp_path / "log.1.gz"
     gz.write_bytes(gzip.compress(log.read_bytes()))
