@@ -70,8 +70,20 @@ _add_policy_group()
               help="dockerd's API socket: read to resolve local images for signature checks, "
                    "to judge containers, execs, plugins and volumes on their stored state, and "
                    "for dockerd's own roots ('' turns these reads off).")
-def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_host) -> None:
+@click.option("--metrics-listen", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus /metrics and /health on this loopback TCP address "
+                   "(never the plugin socket; off by default).")
+@click.option("--metrics-listen-any", is_flag=True,
+              help="Let --metrics-listen take a non-loopback address (no authentication).")
+def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_host,
+                  metrics_listen, metrics_listen_any) -> None:
     """Serve the plugin on a unix socket until SIGTERM (SIGHUP reloads the policy)."""
+    from authz.metrics import parse_listen
+
+    try:
+        metrics_address = parse_listen(metrics_listen, metrics_listen_any) if metrics_listen else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-listen") from None
     from authz.app import create_app
     from authz.plugin import PluginConfig
 
@@ -107,9 +119,15 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
     try:
         serve(lambda: create_app(config, holder.bundle),
               ServeOptions(socket_path=socket_path, workers=workers, threads=threads,
-                           on_reload=holder.reload, pidfile=str(pid_path(socket_path))))
+                           on_reload=holder.reload, pidfile=str(pid_path(socket_path)),
+                           metrics_listen=metrics_address))
     except SocketInUse as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # the metrics listener's address is taken or cannot be bound
+        if metrics_address is None:
+            raise
+        raise click.ClickException(f"cannot listen on {metrics_listen} for metrics: "
+                                   f"{exc.strerror or exc}") from None
 
 
 @main.command("reload")

@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz import audit
+from authz import audit, metrics
 from authz.decision import Decision, decide, new_decision_id
 from authz.decoding import Lookups, RequestRefused, decode, route_of
 from authz.decoding.lookups import DECISION_SECONDS
@@ -118,6 +118,7 @@ class Plugin:
 
     def handle(self, phase: str, raw: bytes) -> dict:
         """dockerd's call (the raw body of AuthZReq or AuthZRes) → the answer to send."""
+        started = time.perf_counter()
         try:
             call = parse_call(raw, phase)
         except ProtocolError as exc:
@@ -132,10 +133,13 @@ class Plugin:
         except audit.LogUnavailable as exc:
             # A decision that cannot be logged is not made: auditors must see every one.
             # (The sink reports the cause itself, at most every 10 s.)
+            metrics.decided(decision, started, logged=False)
             return answer(False, f"pyauthz: the decision log cannot be written ({exc}); denying")
         except Exception:  # noqa: BLE001 - whatever the fault, the decision is not made
             log.error("cannot write the decision log:\n%s", traceback.format_exc())
+            metrics.decided(decision, started, logged=False)
             return answer(False, "pyauthz: the decision log cannot be written; denying")
+        metrics.decided(decision, started)
         return answer(decision.allow, decision.message(revision))
 
     def decide(self, call: AuthzRequest) -> Decision:

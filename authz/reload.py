@@ -108,6 +108,9 @@ class PolicyHolder:
 
     def write_state(self) -> None:
         """Best effort: the state file only informs ``pyauthz reload``."""
+        from authz import metrics
+
+        metrics.note_policy(self.state())  # the revision and reload results, for /metrics
         path = state_path(self.socket_path)
         try:
             path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -36,6 +36,8 @@ class ServeOptions:
     # Runs in the master on SIGHUP, before any worker is replaced (the safe reload).
     on_reload: Callable[[], object] | None = None
     pidfile: str | None = None
+    # (host, port) of /metrics and /health, served by the master (authz/metrics.py); None: off.
+    metrics_listen: tuple[str, int] | None = None
 
 
 def prepare_socket_path(path: str) -> None:
@@ -68,9 +70,11 @@ def prepare_socket_path(path: str) -> None:
 
 
 class _GunicornApp(BaseApplication):
-    def __init__(self, app_factory: Callable[[], object], options: ServeOptions):
+    def __init__(self, app_factory: Callable[[], object], options: ServeOptions,
+                 metrics_server=None):
         self._factory = app_factory
         self._options = options
+        self._metrics = metrics_server
         super().__init__()
 
     def load_config(self) -> None:
@@ -100,6 +104,10 @@ class _GunicornApp(BaseApplication):
         if o.pidfile:
             os.makedirs(os.path.dirname(o.pidfile), mode=0o755, exist_ok=True)
             settings["pidfile"] = o.pidfile
+        if self._metrics is not None:
+            m = self._metrics
+            settings["post_fork"] = lambda arbiter, worker: m.post_fork()
+            settings["child_exit"] = lambda arbiter, worker: m.child_exit(worker.pid)
         for key, value in settings.items():
             self.cfg.set(key, value)
 
@@ -110,4 +118,13 @@ class _GunicornApp(BaseApplication):
 def serve(app_factory: Callable[[], object], options: ServeOptions) -> None:
     """Run until SIGTERM/SIGINT (graceful), SIGHUP reloads workers (and so the policy)."""
     prepare_socket_path(options.socket_path)
-    _GunicornApp(app_factory, options).run()
+    metrics_server = None
+    if options.metrics_listen is not None:
+        from authz import metrics
+
+        metrics_server = metrics.start(*options.metrics_listen, options.socket_path)
+    try:
+        _GunicornApp(app_factory, options, metrics_server).run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()  # the master only: a worker exits through here too
