@@ -86,7 +86,19 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         raise click.BadParameter(str(exc), param_hint="--metrics-listen") from None
     from authz.app import create_app
     from authz.plugin import PluginConfig
+    from authz.serve import InheritedSocketError, inherited_socket
 
+    # Started by systemd (pyauthz.socket) or systemd-socket-activate: serve on the socket it
+    # passed (LISTEN_FDS), at its path; an explicit --socket must name that path.
+    explicit = (click.get_current_context().get_parameter_source("socket_path")
+                is not click.core.ParameterSource.DEFAULT)
+    try:
+        inherited = inherited_socket(socket_path if explicit else None)
+    except InheritedSocketError as exc:
+        raise click.ClickException(str(exc)) from None
+    if inherited is not None:
+        socket_path = inherited.path
+        click.echo(f"pyauthz: taking the listening socket {socket_path} from systemd", err=True)
     config = PluginConfig(
         policy_dir=policy_dir or default_policy_dir(),
         log_file=log_file,
@@ -120,8 +132,9 @@ def serve_command(socket_path, policy_dir, workers, threads, log_file, docker_ho
         serve(lambda: create_app(config, holder.bundle),
               ServeOptions(socket_path=socket_path, workers=workers, threads=threads,
                            on_reload=holder.reload, pidfile=str(pid_path(socket_path)),
+                           inherited=inherited is not None,
                            metrics_listen=metrics_address))
-    except SocketInUse as exc:
+    except (SocketInUse, InheritedSocketError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # the metrics listener's address is taken or cannot be bound
         if metrics_address is None:

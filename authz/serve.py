@@ -3,6 +3,14 @@
 dockerd keeps connections to a plugin alive and calls it on every API request, so the
 default worker model is gthread (threads share one loaded policy per process and keep-alive
 connections are kept), with a few worker processes for the second core.
+
+Under systemd (``packaging/systemd/pyauthz.socket``) the listening socket is systemd's: it
+passes it as fd 3 with ``LISTEN_FDS=1`` and ``LISTEN_PID`` = the pid it started.
+``inherited_socket`` reads those variables as ``gunicorn.systemd.listen_fds`` does (and
+checks the descriptor) without consuming them, so that gunicorn's arbiter, which runs in this
+same process and so is the master, takes the socket itself: it then never binds, chmods or
+unlinks it (not at a reload, not at its stop) and removes the variables before forking
+workers. No stale-socket cleanup runs on that path.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +30,73 @@ DEFAULT_SOCKET = "/run/docker/plugins/pyauthz.sock"
 
 class SocketInUse(RuntimeError):
     """Another process is already answering on the socket path."""
+
+
+class InheritedSocketError(RuntimeError):
+    """systemd passed this process something pyauthz cannot serve on."""
+
+
+SD_LISTEN_FDS_START = 3  # as gunicorn.systemd and sd_listen_fds(3)
+
+
+@dataclass(frozen=True)
+class InheritedSocket:
+    """The listening unix socket systemd (or systemd-socket-activate) passed to us."""
+
+    fd: int
+    path: str
+
+
+def inherited_socket(requested_path: str | None = None) -> InheritedSocket | None:
+    """The socket systemd passed to this process, or None when it passed none.
+
+    Read as ``gunicorn.systemd.listen_fds`` reads it: ``LISTEN_FDS`` counts only when
+    ``LISTEN_PID`` is this process (variables meant for another process are not ours). The
+    variables are left in place: gunicorn's arbiter reads them again in this process, the
+    master, and takes the socket. Refused (``InheritedSocketError``): more than one socket,
+    a descriptor that is not a listening unix stream socket with a path, and a
+    ``requested_path`` (an explicit ``--socket``) other than the socket's own path.
+    """
+    try:
+        pid = int(os.environ.get("LISTEN_PID", "0") or 0)
+        count = int(os.environ.get("LISTEN_FDS", "0") or 0)
+    except ValueError:
+        raise InheritedSocketError(
+            f"LISTEN_PID={os.environ.get('LISTEN_PID')!r} LISTEN_FDS="
+            f"{os.environ.get('LISTEN_FDS')!r} are not numbers") from None
+    if pid != os.getpid() or count == 0:
+        return None
+    if count != 1:
+        raise InheritedSocketError(
+            f"systemd passed {count} sockets; pyauthz serves exactly one "
+            "(one ListenStream= in pyauthz.socket)")
+    fd = SD_LISTEN_FDS_START
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        raise InheritedSocketError(f"LISTEN_FDS=1 but fd {fd} is not a socket: "
+                                   f"{exc.strerror or exc}") from None
+    try:
+        if probe.family != socket.AF_UNIX or probe.type != socket.SOCK_STREAM:
+            raise InheritedSocketError(
+                f"the socket systemd passed (fd {fd}) is {probe.family.name}/"
+                f"{probe.type.name}; dockerd needs a unix stream socket "
+                "(ListenStream=/run/docker/plugins/NAME.sock)")
+        if not probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise InheritedSocketError(f"the socket systemd passed (fd {fd}) is not listening")
+        path = probe.getsockname()
+    finally:
+        probe.close()  # the duplicate only: fd 3 stays open for gunicorn
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path or path.startswith("\0"):
+        raise InheritedSocketError("the socket systemd passed has no path in the file system; "
+                                   "dockerd finds plugins by /run/docker/plugins/NAME.sock")
+    if requested_path is not None and os.path.abspath(requested_path) != path:
+        raise InheritedSocketError(
+            f"--socket {requested_path} but systemd passed the socket {path}: give the "
+            "ListenStream= path (or leave --socket out)")
+    return InheritedSocket(fd, path)
 
 
 @dataclass
@@ -36,6 +112,9 @@ class ServeOptions:
     # Runs in the master on SIGHUP, before any worker is replaced (the safe reload).
     on_reload: Callable[[], object] | None = None
     pidfile: str | None = None
+    # The socket is systemd's (inherited_socket): gunicorn's master takes it from LISTEN_FDS;
+    # nothing at socket_path is created, probed, chmodded or unlinked.
+    inherited: bool = False
     # (host, port) of /metrics and /health, served by the master (authz/metrics.py); None: off.
     metrics_listen: tuple[str, int] | None = None
 
@@ -115,9 +194,24 @@ class _GunicornApp(BaseApplication):
         return self._factory()
 
 
+def _check_inherited(socket_path: str) -> None:
+    """Right before gunicorn reads LISTEN_FDS itself: the socket is still there for us (had
+    the variables gone, gunicorn would bind a socket of its own over systemd's path)."""
+    found = inherited_socket(socket_path)
+    if found is None:
+        raise InheritedSocketError("the socket systemd passed is no longer in LISTEN_FDS")
+    if not os.path.exists(found.path):
+        print(f"pyauthz: warning: {found.path} (systemd's socket) is gone from the file "
+              "system; dockerd cannot reach pyauthz until pyauthz.socket is restarted",
+              file=sys.stderr, flush=True)
+
+
 def serve(app_factory: Callable[[], object], options: ServeOptions) -> None:
     """Run until SIGTERM/SIGINT (graceful), SIGHUP reloads workers (and so the policy)."""
-    prepare_socket_path(options.socket_path)
+    if options.inherited:
+        _check_inherited(options.socket_path)
+    else:
+        prepare_socket_path(options.socket_path)
     metrics_server = None
     if options.metrics_listen is not None:
         from authz import metrics
