@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from authz.decoding.facts import Fact
-from authz.policy.engine import Violation, path_overlaps
+from authz.policy.engine import Violation
+from authz.policy.matchers import path_overlaps
 
 HOST_PATH_RULE = "host-path-protected"
 AUTHZ_PLUGIN_RULE = "authz-plugin-protected"

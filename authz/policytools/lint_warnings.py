@@ -10,7 +10,7 @@ import fnmatch
 import re
 
 from authz.decoding.routes import ENDPOINTS
-from authz.policy.engine import value_match
+from authz.policy.matchers import value_match
 from authz.policy.rules import RuleSet
 from authz.policytools.lint_report import WARNING, Finding, Report
 from authz.trust.policy import SIGNATURE

@@ -8,7 +8,7 @@ import pytest
 
 from authz.decoding.facts import Fact
 from authz.policy import Policy, PolicyError
-from authz.policy.engine import path_overlaps
+from authz.policy.matchers import path_overlaps
 
 SHIPPED = Path(__file__).resolve().parents[2] / "policies"
 
