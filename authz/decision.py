@@ -170,7 +170,8 @@ def decide(decision: Decision, request: DecodedRequest, subject: Identity, polic
 def _check_images(decision: Decision, request: DecodedRequest, trust: TrustChecker,
                   lookups: Lookups) -> None:
     """Image trust for every image the request pulls or runs, within the decision's
-    deadline."""
+    deadline (which carries the decision's reads of dockerd: an image decoding has read
+    already is not read again)."""
     checks = {"pull": trust.check_pull, "run": trust.check_run, "service": trust.check_service}
     for kind, reference in request.trust_checks:
         result = checks[kind](reference, lookups.use())

@@ -1,5 +1,6 @@
 """What one decision may spend on reads of dockerd and registries: one deadline for all of
-them, and a lookup slot taken on first use.
+them, and a lookup slot taken on first use; within the decision, each object of dockerd is
+read at most once (``authz.moby.reads``).
 
 dockerd sends the plugin's own reads back through the plugin (each is an ordinary API call),
 so a decision that waits on dockerd holds a thread another thread must answer. At most a
@@ -13,8 +14,8 @@ import threading
 import time
 from typing import Callable
 
-from authz.deadline import Deadline
 from authz.decoding.errors import RequestRefused
+from authz.moby.reads import DecisionReads
 
 SLOT_WAIT_SECONDS = 1.0
 # All of one decision's reads (dockerd, registries) share this budget unless the trust
@@ -24,17 +25,24 @@ DECISION_SECONDS = 4.0
 
 class Lookups:
     """One decision's reads: the dockerd client (None: the plugin reads no dockerd state),
-    the deadline they share, and the lookup slot they hold."""
+    the deadline they share, which remembers dockerd's answers for this decision only
+    (``reads``: read each object through it), and the lookup slot they hold."""
 
     def __init__(self, docker, slots: threading.BoundedSemaphore | None = None,
                  seconds: float = DECISION_SECONDS, clock: Callable[[], float] = time.monotonic):
         self.docker = docker
-        self.deadline = Deadline(seconds, clock)
+        self.deadline = DecisionReads(docker, seconds, clock)
         self._slots = slots
         self._held = False
 
-    def use(self) -> Deadline:
-        """The deadline, after taking a lookup slot if this decision holds none yet."""
+    @property
+    def reads(self) -> DecisionReads:
+        """dockerd's inspect answers, each object read at most once in this decision."""
+        return self.deadline
+
+    def use(self) -> DecisionReads:
+        """The deadline (and the decision's reads), after taking a lookup slot if this
+        decision holds none yet."""
         if self._slots is not None and not self._held:
             wait = min(SLOT_WAIT_SECONDS, max(0.0, self.deadline.remaining()))
             if not self._slots.acquire(timeout=wait):

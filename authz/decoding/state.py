@@ -14,7 +14,9 @@ Some requests name things whose meaning is in dockerd, not in the request:
   image's exposed ports: the image is read as dockerd resolves ``Config.Image``.
 
 Every read goes through dockerd (and so through this plugin, served by another thread),
-within the decision's deadline (``lookups.py``); a read that fails refuses the request.
+within the decision's deadline (``lookups.py``), at most once per object and decision (the
+decision's reads remember the answer; image trust reads through them too); a read that
+fails refuses the request.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class DockerState:
 
     def __init__(self, lookups: Lookups):
         self.lookups = lookups
-        self.docker = lookups.docker
+        self.reads = lookups.reads   # dockerd's inspect_* calls, each answer kept
 
     def _read(self, what: str, inspect, name: str, view):
         """One inspect through dockerd, as ``view`` (None: no such object); a failure, or an
@@ -145,7 +147,7 @@ class DockerState:
         restart, exec, attach, archive): how the request names it, its stored HostConfig,
         and the mounts dockerd will make (including those of --volumes-from and of named
         volumes, whose options are looked up)."""
-        container = self._read(f"container {name[:100]!r}", self.docker.inspect_container,
+        container = self._read(f"container {name[:100]!r}", self.reads.inspect_container,
                                name, views.Container)
         if container is None:
             return ActedOn([_missing(name)], "", "")  # dockerd refuses the request itself
@@ -179,7 +181,7 @@ class DockerState:
         """Starting exec ``exec_id`` (dockerd finds it by exact id only): its own privileges
         and its container's stored configuration, as the exec runs with both; and the
         container."""
-        instance = self._read(f"exec {exec_id[:100]!r}", self.docker.inspect_exec, exec_id,
+        instance = self._read(f"exec {exec_id[:100]!r}", self.reads.inspect_exec, exec_id,
                               views.Exec)
         if instance is None:
             return [], None  # dockerd answers 404; exec ids are dockerd's random ids
@@ -199,7 +201,7 @@ class DockerState:
         dockerd does not have now, the user is unknown: dockerd refuses the create, but looks
         the image up again after this decision, and a pull finishing in between would run
         its default user unseen (the CLI's pull-then-create-again is judged anew)."""
-        image = self._read(f"image {defaults.image[:100]!r}", self.docker.inspect_image,
+        image = self._read(f"image {defaults.image[:100]!r}", self.reads.inspect_image,
                            defaults.image, views.Image)
         if image is None:
             return [Fact("user.root", "unknown", defaults.where,
@@ -218,7 +220,7 @@ class DockerState:
         """A plugin acted on: how the request names it, the interfaces it implements (an
         authorization plugin is protected), at enable the privileges it runs with, and for
         ``plugin set`` what each setting changes, resolved as dockerd's settable code does."""
-        plugin = self._read(f"plugin {name[:100]!r}", self.docker.inspect_plugin, name,
+        plugin = self._read(f"plugin {name[:100]!r}", self.reads.inspect_plugin, name,
                             views.Plugin)
         if plugin is None:
             return [_missing(name, "plugin")]
@@ -235,14 +237,14 @@ class DockerState:
         """dockerd's and containerd's roots on this host, as the running dockerd has them:
         ``(path, what)``, re-read once a minute; a read that fails refuses the request."""
         try:
-            return cached_daemon_paths(self.docker, self.lookups.use())
+            return cached_daemon_paths(self.lookups.docker, self.lookups.use())
         except (DockerError, DeadlineExceeded) as exc:
             raise _unavailable("dockerd's data root (GET /info)", exc) from None
 
     def volume_facts(self, name: str, where: str) -> list[Fact]:
         """A named volume: what its ``local`` driver options mount (set when it was created,
         perhaps before this policy)."""
-        volume = self._read(f"volume {name[:100]!r}", self.docker.inspect_volume, name,
+        volume = self._read(f"volume {name[:100]!r}", self.reads.inspect_volume, name,
                             views.Volume)
         if volume is None:
             return []  # dockerd creates it, plain, at the create
@@ -252,7 +254,7 @@ class DockerState:
     def volumes_from_facts(self, name: str, where: str) -> list[Fact]:
         """``--volumes-from NAME`` takes over NAME's mounts: its binds and volumes count as
         this container's (checked with the policy in force now)."""
-        container = self._read(f"container {name[:100]!r}", self.docker.inspect_container,
+        container = self._read(f"container {name[:100]!r}", self.reads.inspect_container,
                                name, views.Container)
         if container is None:
             return [_missing(name)]
@@ -264,7 +266,7 @@ class DockerState:
     def network_config_facts(self, name: str, driver: str, where: str) -> list[Fact]:
         """``--config-from NAME``: the options stored in config-only network NAME, read as
         if they were given to this create."""
-        network = self._read(f"network {name[:100]!r}", self.docker.inspect_network, name,
+        network = self._read(f"network {name[:100]!r}", self.reads.inspect_network, name,
                              views.Network)
         if network is None:
             return [_missing(name, "network")]
@@ -273,7 +275,7 @@ class DockerState:
 
     def network_facts(self, target: str, where: str) -> list[Fact]:
         """A service network named by id or id prefix may be the host network."""
-        network = self._read(f"network {target[:100]!r}", self.docker.inspect_network, target,
+        network = self._read(f"network {target[:100]!r}", self.reads.inspect_network, target,
                              views.Network)
         if network is None:
             return []  # dockerd refuses a service on a network it does not have

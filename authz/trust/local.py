@@ -5,7 +5,9 @@ signature. A local tag, ``docker load``/``import``/``commit``/``build`` output h
 digest and is denied.
 
 ``check`` takes the container's ``Image`` string exactly (an id, an id prefix or a name):
-dockerd resolves it, and so does this module.
+dockerd resolves it, and so does this module. Given the decision's reads as its deadline
+(``authz.moby.reads``), it reads the image through them: an image the decision has read
+already (a create's default user) is not read again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from authz.deadline import Deadline
 from authz.moby import views
 from authz.moby.client import DockerClient, DockerError
 from authz.moby.ids import is_full_id, is_id_prefix
+from authz.moby.reads import DecisionReads
 from authz.moby.reference import (
     SHA256_DIGEST_RE,
     InvalidReference,
@@ -52,8 +55,9 @@ class LocalImageTrust:
                                                   "local image",
                                      fix="start pyauthz serve with --docker-host")
         ref = None if is_image_id(reference) else _name_or_none(reference)
+        docker = self._reader(deadline)
         try:
-            info = self.docker.inspect_image(reference, deadline)
+            info = docker.inspect_image(reference, deadline)
         except DockerError as exc:
             return _unresolved(shown, exc, "retry; check that dockerd answers and that the "
                                            "policy allows GET /images/*/json")
@@ -64,7 +68,7 @@ class LocalImageTrust:
             alias = _id_behind_name(ref)
             if alias is not None:
                 try:
-                    info = self.docker.inspect_image(alias, deadline)
+                    info = docker.inspect_image(alias, deadline)
                 except DockerError as exc:
                     return _unresolved(shown, exc, "retry; check that dockerd answers")
                 if info is not None:
@@ -75,6 +79,14 @@ class LocalImageTrust:
                 found="no such local image: dockerd refuses the create, and the client's pull "
                       "is checked on its own")
         return self._judge(views.Image.of(info), ref, shown, deadline)
+
+    def _reader(self, deadline: Deadline):
+        """What the local image is read through: the decision's reads when the deadline
+        carries them and they read this same dockerd (each image read once per decision),
+        else the client."""
+        if isinstance(deadline, DecisionReads) and deadline.reads_from(self.docker):
+            return deadline
+        return self.docker
 
     def _judge(self, image: views.Image, ref: Reference | None, shown: str,
                deadline: Deadline) -> TrustResult:

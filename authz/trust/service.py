@@ -107,7 +107,9 @@ class ImageTrust:
 
     def check_run(self, reference: str, deadline: Deadline | None = None) -> TrustResult:
         """Container create (or start): verify the local image dockerd resolves
-        ``reference`` to (the create's ``Image`` string exactly, or an image id)."""
+        ``reference`` to (the create's ``Image`` string exactly, or an image id). With the
+        decision's reads as ``deadline`` (``authz.moby.reads.DecisionReads``), an image the
+        decision has read already is not read again."""
         return self._bounded(reference, deadline, lambda left: self._local.check(reference, left))
 
     # ------------------------------------------------------------------ bounding
