@@ -26,7 +26,9 @@ def shipped_policy_dir() -> Path:
 def default_policy_dir() -> Path:
     """``/etc/pyauthz/policies`` when it exists (even a broken one: serve then refuses to
     start rather than quietly deciding with another policy), else the shipped one."""
-    return SYSTEM_POLICY_DIR if SYSTEM_POLICY_DIR.is_dir() else shipped_policy_dir()
+    # lexists: a dangling or looping symlink, or a file, there is the host's (broken) policy,
+    # never a reason to decide with the shipped one.
+    return SYSTEM_POLICY_DIR if os.path.lexists(SYSTEM_POLICY_DIR) else shipped_policy_dir()
 
 
 def policy_origin(given: Path | None, used: Path) -> str:

@@ -14,6 +14,8 @@ import http.client
 import http.server
 import json
 import socket
+import threading
+import time
 from dataclasses import dataclass
 
 from authz.reload import read_state
@@ -68,15 +70,78 @@ def check(socket_path: str, timeout: float = 5.0) -> Health:
     return Health(True, f"decisions are made and logged (policy revision {revision})")
 
 
+# A probe is one real decision, logged: an unauthenticated listener reuses a recent result
+# rather than turn each request into an audit-log line and a plugin thread.
+PROBE_TTL_SECONDS = 2.0
+# The listener's bounds: an idle or slow connection is dropped after this long, and at
+# most this many are served at once (more are closed at once): no caller can grow the
+# gunicorn master's threads or hold them.
+LISTENER_TIMEOUT_SECONDS = 5.0
+LISTENER_CONNECTIONS = 8
+
+
+class CachedCheck:
+    """``check`` at most once per PROBE_TTL_SECONDS, one probe at a time."""
+
+    def __init__(self, socket_path: str, clock=time.monotonic):
+        self.socket_path = socket_path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._result: tuple[float, Health] | None = None
+
+    def __call__(self) -> Health:
+        with self._lock:
+            now = self._clock()
+            if self._result is None or now - self._result[0] >= PROBE_TTL_SECONDS:
+                self._result = (now, check(self.socket_path))
+            return self._result[1]
+
+
+class BoundedHTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that serves at most LISTENER_CONNECTIONS at once."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(LISTENER_CONNECTIONS)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # busy: the caller retries
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A handler with a socket timeout, that logs nothing."""
+
+    timeout = LISTENER_TIMEOUT_SECONDS
+
+    def log_message(self, *args):
+        pass
+
+
 def serve_health(socket_path: str, host: str, port: int) -> None:
     """``GET /health``: 200 and the detail when healthy, 503 otherwise."""
+    probe = CachedCheck(socket_path)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             if self.path != "/health":
                 self.send_error(404)
                 return
-            health = check(socket_path)
+            health = probe()
             body = health.as_json()
             self.send_response(200 if health.ok else 503)
             self.send_header("Content-Type", "application/json")
@@ -84,10 +149,7 @@ def serve_health(socket_path: str, host: str, port: int) -> None:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    server = BoundedHTTPServer((host, port), Handler)
     try:
         server.serve_forever()
     finally:

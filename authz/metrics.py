@@ -21,7 +21,6 @@ loaded and where ``/metrics`` is answered.
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
 import os
 import re
@@ -194,14 +193,16 @@ class MetricsServer:
         MultiProcessCollector(registry, path=directory)
         registry.register(_PolicyCollector())
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        probe = health.CachedCheck(socket_path)
+
+        class Handler(health.QuietHandler):
             def do_GET(self):
                 path = self.path.partition("?")[0]
                 if path == "/metrics":
                     status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(registry)
                 elif path == "/health":
                     # The one probe `pyauthz health` makes: a real decision, made and logged.
-                    result = health.check(socket_path)
+                    result = probe()
                     status, ctype, body = (200 if result.ok else 503, "application/json",
                                            result.as_json())
                 else:
@@ -213,12 +214,8 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args):
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
+        class Server(health.BoundedHTTPServer):
             address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            daemon_threads = True
 
         self.httpd = Server((host, port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="pyauthz-metrics",

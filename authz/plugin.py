@@ -25,6 +25,7 @@ from authz.moby.client import DockerClient
 from authz.identity import Identity
 from authz.policy.engine import Policy
 from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
+from authz.reload import STATE_DIR
 from authz.protocol import (REQUEST_PHASE, AuthzRequest, ProtocolError, answer,
                             parse_call)
 
@@ -50,7 +51,12 @@ def own_paths(config: PluginConfig) -> tuple[ProtectedPath, ...]:
     plugin runs owns the plugin."""
     # The code it runs as root: this package and the Python environment it runs in.
     paths = [str(config.policy_dir.resolve()), os.path.dirname(os.path.abspath(__file__)),
-             sys.prefix]
+             sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.path.realpath(sys.executable)), str(STATE_DIR)]
+    # Every directory Python imports from (site-packages, .pth additions, the directory
+    # `python -m authz` was started in), existing or not. Not "/": no bind can write there
+    # (the floor refuses binding "/"), and protecting it would refuse every host path.
+    paths += [p for p in sys.path if p.startswith("/") and p != "/"]
     if config.log_file is not None:
         paths.append(str(config.log_file.resolve().parent))
     if config.socket_path:

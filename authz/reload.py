@@ -39,12 +39,31 @@ class UnstablePolicy(Exception):
     """The policy directory changed while it was read."""
 
 
+class OpenPolicy(Exception):
+    """Any local user could rewrite the policy root enforces."""
+
+
+def refuse_open_policy(policy_dir: Path) -> None:
+    """Refuse a policy directory in which a file or directory is writable by every user
+    (like sshd's StrictModes): root would enforce what anyone wrote."""
+    root = Path(policy_dir).resolve()
+    for path in [root, *root.rglob("*")]:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue  # the loader reports what cannot be read
+        if mode & 0o002:
+            raise OpenPolicy(f"{path} is writable by every user (mode {mode & 0o7777:04o}): "
+                             "anyone could rewrite the policy; chmod o-w it")
+
+
 def load_bundle(policy_dir: Path, docker_host: str | None,
                 settle: float = SETTLE_SECONDS) -> Bundle:
     """Load the directory, and only if its contents stayed the same from before the read
     until ``settle`` seconds after it: a half-written directory is never served."""
     from authz.plugin import docker_client, load_trust
 
+    refuse_open_policy(policy_dir)
     docker = docker_client(docker_host)
     last = None
     for _ in range(LOAD_ATTEMPTS):

@@ -96,7 +96,36 @@ def inherited_socket(requested_path: str | None = None) -> InheritedSocket | Non
         raise InheritedSocketError(
             f"--socket {requested_path} but systemd passed the socket {path}: give the "
             "ListenStream= path (or leave --socket out)")
+    _check_private(path)
     return InheritedSocket(fd, path)
+
+
+def _check_private(path: str) -> None:
+    """The socket and its directory as pyauthz makes its own: only root may connect (anyone
+    who can would have calls decided and logged as dockerd's) or replace the socket."""
+    try:
+        sock, parent = os.lstat(path), os.lstat(os.path.dirname(path))
+    except OSError as exc:
+        raise InheritedSocketError(f"the socket systemd passed ({path}) cannot be checked: "
+                                   f"{exc.strerror or exc}") from None
+    if not stat.S_ISSOCK(sock.st_mode) or sock.st_uid != 0 or sock.st_mode & 0o077:
+        raise InheritedSocketError(
+            f"the socket systemd passed ({path}) has mode {stat.S_IMODE(sock.st_mode):04o} "
+            f"and owner uid {sock.st_uid}: only root may connect to the plugin "
+            "(SocketMode=0600, SocketUser=root in pyauthz.socket)")
+    if parent.st_uid != 0 or parent.st_mode & 0o022:
+        raise InheritedSocketError(
+            f"the directory of the socket systemd passed ({os.path.dirname(path)}) has mode "
+            f"{stat.S_IMODE(parent.st_mode):04o} and owner uid {parent.st_uid}: others could "
+            "replace the socket (DirectoryMode=0755, root-owned)")
+
+
+def forget_foreign_listeners() -> None:
+    """gunicorn also takes listeners from its own re-exec hand-over (GUNICORN_FD with
+    GUNICORN_PID), which would bypass every check above: pyauthz never re-execs gunicorn, so
+    any such variables were not set for it and are dropped before gunicorn starts."""
+    for name in ("GUNICORN_FD", "GUNICORN_PID"):
+        os.environ.pop(name, None)
 
 
 @dataclass
@@ -208,6 +237,7 @@ def _check_inherited(socket_path: str) -> None:
 
 def serve(app_factory: Callable[[], object], options: ServeOptions) -> None:
     """Run until SIGTERM/SIGINT (graceful), SIGHUP reloads workers (and so the policy)."""
+    forget_foreign_listeners()
     if options.inherited:
         _check_inherited(options.socket_path)
     else:

@@ -81,6 +81,12 @@ def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[P
             raise InitRefused(f"{target} is not empty ({len(present)} entries); nothing written. "
                               "--force writes the shipped files over their namesakes and leaves "
                               "the other files alone")
+        linked = sorted({str(target / parent) for rel in files for parent in rel.parents
+                         if parent != Path(".") and (target / parent).is_symlink()}
+                        | {str(target / rel) for rel in files if (target / rel).is_symlink()})
+        if linked:
+            raise InitRefused(f"{linked[0]} is a symbolic link: writing through it would put "
+                              "files elsewhere; nothing written")
         replaced = [rel for rel in files if (target / rel).exists()]
         _fill(source, files, target)
         return files, replaced

@@ -4,6 +4,9 @@ is a fact, and a name that is not plain is refused."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import os
 import socket
 from typing import Any, Iterator
 
@@ -67,6 +70,9 @@ HOST_INTERFACE_OPTIONS = {"bridge": "com.docker.network.bridge.name",
                           "macvlan": "parent", "ipvlan": "parent"}
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def _host_link(name: str) -> bool:
     """Whether ``name`` names a link on this host as dockerd's netlink lookup does
     (alternative names included, which /sys/class/net does not list). A name longer than an
@@ -75,9 +81,28 @@ def _host_link(name: str) -> bool:
         return True
     try:
         socket.if_nametoindex(name)
-    except OSError:
-        return False
+    except OSError as exc:
+        # Python says "no interface with this name" whatever made libc return 0: ask libc
+        # again for its errno; only ENODEV means there is none (EMFILE, a sandbox denying
+        # socket()... mean the lookup could not be made, and it must not pass as "none").
+        return _confirmed_link(name, exc)
     return True
+
+
+def _confirmed_link(name: str, first: OSError) -> bool:
+    """After a failed lookup: False when libc says there is no such link, else a refusal."""
+    err = first.errno
+    if err is None:
+        ctypes.set_errno(0)
+        if _LIBC.if_nametoindex(name.encode("utf-8", "surrogateescape")):
+            return True
+        err = ctypes.get_errno()
+    if err in (errno.ENODEV, errno.ENXIO):
+        return False
+    raise RequestRefused("request-state", f"whether {name[:64]!r} is a host interface could "
+                         f"not be read: {os.strerror(err) if err else 'unknown error'}",
+                         "Retry; if it persists, check the plugin's file descriptor limit and "
+                         "that its sandbox allows AF_UNIX/AF_NETLINK sockets.")
 
 
 def network_option_facts(driver: str, options: dict[str, Any], where: str,
