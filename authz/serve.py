@@ -108,7 +108,8 @@ def _check_private(path: str) -> None:
     except OSError as exc:
         raise InheritedSocketError(f"the socket systemd passed ({path}) cannot be checked: "
                                    f"{exc.strerror or exc}") from None
-    if not stat.S_ISSOCK(sock.st_mode) or sock.st_uid != 0 or sock.st_mode & 0o077:
+    # Connecting to a unix socket needs write permission on it: no group or other write bit.
+    if not stat.S_ISSOCK(sock.st_mode) or sock.st_uid != 0 or sock.st_mode & 0o022:
         raise InheritedSocketError(
             f"the socket systemd passed ({path}) has mode {stat.S_IMODE(sock.st_mode):04o} "
             f"and owner uid {sock.st_uid}: only root may connect to the plugin "
