@@ -141,9 +141,9 @@ def decide(decision: Decision, request: DecodedRequest, subject: Identity, polic
     image trust's; ``decision.allow`` is whether none denies.
 
     In audit mode (rules.yaml ``mode: audit``) the rules' denies are logged as audit
-    violations, keeping effect "deny", and do not deny; the floor (not policy: what no policy
-    may open, the plugin's own files among it) and image trust (trust.yaml, read on its own)
-    still deny, as do the ``request-*`` refusals, made before this."""
+    violations, keeping effect "deny", and do not deny, and so are image trust's (trust.yaml
+    is part of the policy rolled out); the floor (not policy: what no policy may open, the
+    plugin's own files among it) still denies, as do the ``request-*`` refusals."""
     decision.target, decision.endpoint = request.target, request.endpoint
     decision.request = request
     decision.mode = policy.ruleset.mode
