@@ -46,6 +46,7 @@ from authz.trust.policy import POLICY_FILE as TRUST_FILE
 def lint(directory: Path, today: dt.date | None = None) -> Report:
     """Every finding for the policy directory ``directory``."""
     from authz.plugin import load_trust
+    from authz.reload import OpenPolicy, refuse_open_policy
 
     directory = Path(directory)
     today = today or dt.date.today()
@@ -67,6 +68,10 @@ def lint(directory: Path, today: dt.date | None = None) -> Report:
     except Exception as exc:  # noqa: BLE001
         report.add(error_finding(exc))
         trust_failed = True
+    try:  # serve and reload refuse a policy anyone could rewrite
+        refuse_open_policy(directory)
+    except OpenPolicy as exc:
+        report.add(Finding(ERROR, "policy-writable", str(exc), str(directory)))
     # 2. Every other error, entry by entry.
     rules_path = directory / RULES_FILE
     role_lines: dict[str, int] = {}

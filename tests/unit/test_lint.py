@@ -553,3 +553,16 @@ def test_the_trust_schema_and_loader_accept_the_same_keys(tmp_path, monkeypatch)
                     "timeouts": of(doc["properties"]["timeouts"]),
                     "cache": of(doc["properties"]["cache"])}
     assert defs["require"]["enum"] == list(trust_policy.ACTIONS)
+
+
+def test_a_policy_anyone_could_rewrite_fails_lint_as_serve_refuses_it(tmp_path):
+    import os
+    import shutil
+
+    from authz.policytools.lint import lint
+
+    directory = tmp_path / "p"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", directory)
+    os.chmod(directory / "rules.yaml", 0o666)
+    report = lint(directory)
+    assert any(f.check == "policy-writable" for f in report.errors), report.findings
