@@ -174,6 +174,9 @@ def reload_command(socket_path, timeout) -> None:
         sys.exit(1)
     try:
         pid = int(before["pid"])
+        if not os.path.exists(f"/proc/{pid}"):
+            raise OSError(f"no pyauthz is running for {socket_path}: process {pid} of its "
+                          "state file has exited (a stale state file)")
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             if b"authz" not in f.read():  # "python -m authz serve", "gunicorn: master [pyauthz]"
                 raise OSError(f"process {pid} is not pyauthz (a stale state file?)")
