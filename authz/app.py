@@ -19,6 +19,41 @@ def _json(payload: dict, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, mimetype="application/json")
 
 
+_AUTHZ_PATHS = {"/AuthZPlugin.AuthZReq": REQUEST_PHASE, "/AuthZPlugin.AuthZRes": RESPONSE_PHASE}
+
+
+class AuthzRoutes:
+    """The two calls dockerd makes for every API call, answered straight from WSGI: the
+    plugin reads the raw body and answers JSON, and needs nothing of Flask's request and
+    response objects. Every other path and method goes to the Flask app (which answers an
+    unknown one with a deny)."""
+
+    def __init__(self, plugin: Plugin, flask_wsgi):
+        self.plugin = plugin
+        self.flask_wsgi = flask_wsgi
+
+    def __call__(self, environ, start_response):
+        phase = _AUTHZ_PATHS.get(environ.get("PATH_INFO", ""))
+        if phase is None or environ.get("REQUEST_METHOD") != "POST":
+            return self.flask_wsgi(environ, start_response)
+        body = json.dumps(self.plugin.handle(phase, _read_body(environ))).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def _read_body(environ) -> bytes:
+    """The request body as gunicorn gives it (a length, or chunked: read to the end)."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        length = -1
+    return stream.read(length) if length >= 0 else stream.read()
+
+
 def create_app(config: PluginConfig, bundle=None) -> Flask:
     """The plugin's app, deciding with ``bundle`` (a ``reload.Bundle`` the serving master
     loaded and validated), or with the policy directory loaded here."""
@@ -31,6 +66,10 @@ def create_app(config: PluginConfig, bundle=None) -> Flask:
     @app.post("/Plugin.Activate")
     def activate() -> Response:
         return _json(IMPLEMENTS)
+
+    # dockerd's per-call routes bypass Flask (the routes below stay for the test client's
+    # sake and for any WSGI server that calls app.full_dispatch_request directly).
+    app.wsgi_app = AuthzRoutes(plugin, app.wsgi_app)
 
     @app.post("/AuthZPlugin.AuthZReq")
     def authz_request() -> Response:

@@ -162,3 +162,18 @@ def test_refusals_still_name_the_endpoint(plugin):
     assert entry["endpoint"] == "container.create" and entry["path"] == "/containers/create"
     plugin.call(RequestMethod="POST", RequestUri="http://x/containers/create")
     assert plugin.decisions()[-1]["endpoint"] == "invalid"
+
+
+def test_the_authz_routes_answer_outside_flask_and_stay_closed(plugin):
+    """dockerd's two per-call routes are answered straight from WSGI (authz.app.AuthzRoutes);
+    other methods and paths still go to Flask and are denied."""
+    answer = plugin.call(**create_call({"Image": "busybox", "HostConfig": {"Privileged": True}}))
+    assert answer["Allow"] is False and "[privileged]" in answer["Msg"]
+    for method, path in (("GET", "/AuthZPlugin.AuthZReq"), ("POST", "/AuthZPlugin.AuthZReq/"),
+                         ("POST", "/authzplugin.authzreq")):
+        response = plugin.client.open(path, method=method, data=b"{}")
+        assert response.status_code in (404, 405)
+        assert json.loads(response.data)["Allow"] is False
+    chunked = plugin.client.post("/AuthZPlugin.AuthZReq", data=b"not json",
+                                 headers={"Transfer-Encoding": "chunked"})
+    assert chunked.status_code == 200 and json.loads(chunked.data)["Allow"] is False
