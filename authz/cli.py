@@ -28,7 +28,23 @@ def default_policy_dir() -> Path:
     start rather than quietly deciding with another policy), else the shipped one."""
     # lexists: a dangling or looping symlink, or a file, there is the host's (broken) policy,
     # never a reason to decide with the shipped one.
-    return SYSTEM_POLICY_DIR if os.path.lexists(SYSTEM_POLICY_DIR) else shipped_policy_dir()
+    return SYSTEM_POLICY_DIR if _host_policy_entry() else shipped_policy_dir()
+
+
+def _host_policy_entry() -> bool:
+    """Whether anything is at /etc/pyauthz/policies, or could be: only a clean absence
+    (/etc/pyauthz is missing, or a real directory without it) means the shipped policy;
+    a broken /etc/pyauthz (a dangling link, a loop, a file) is the host's, broken."""
+    try:
+        os.lstat(SYSTEM_POLICY_DIR)
+        return True
+    except FileNotFoundError:
+        parent = SYSTEM_POLICY_DIR.parent
+        if not os.path.lexists(parent):
+            return False
+        return not os.path.isdir(parent)
+    except OSError:
+        return True
 
 
 def policy_origin(given: Path | None, used: Path) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from authz.ownership import unsafe_ancestor
 from authz.policy.engine import Policy, policy_revision
 
 STATE_DIR = Path("/run/pyauthz")
@@ -39,22 +40,49 @@ class UnstablePolicy(Exception):
     """The policy directory changed while it was read."""
 
 
+# A policy directory holds a handful of files; walking more would only slow a reload.
+MAX_POLICY_ENTRIES = 10_000
+
+
 class OpenPolicy(Exception):
     """Any local user could rewrite the policy root enforces."""
 
 
 def refuse_open_policy(policy_dir: Path) -> None:
-    """Refuse a policy directory in which a file or directory is writable by every user
-    (like sshd's StrictModes): root would enforce what anyone wrote."""
-    root = Path(policy_dir).resolve()
-    for path in [root, *root.rglob("*")]:
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            continue  # the loader reports what cannot be read
-        if mode & 0o002:
-            raise OpenPolicy(f"{path} is writable by every user (mode {mode & 0o7777:04o}): "
-                             "anyone could rewrite the policy; chmod o-w it")
+    """Refuse a policy someone other than root could rewrite (like sshd's StrictModes): a
+    file or directory in it (symlinked ones followed) writable by every user, or a directory
+    above it that is not root's or is writable by others without the sticky bit."""
+    root = os.path.realpath(policy_dir)
+    why = unsafe_ancestor(os.path.join(root, "x"))
+    if why is not None:
+        raise OpenPolicy(f"the policy {policy_dir} can be replaced by others: {why}")
+    seen: set[tuple[int, int]] = set()
+    count = 0
+    for directory, dirs, files in os.walk(root, followlinks=True):
+        for name in [""] + dirs + files:
+            path = os.path.join(directory, name) if name else directory
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue  # the loader reports what cannot be read
+            count += 1
+            if count > MAX_POLICY_ENTRIES:
+                raise OpenPolicy(f"{policy_dir} holds more than {MAX_POLICY_ENTRIES} entries")
+            if info.st_mode & 0o002:
+                raise OpenPolicy(f"{path} is writable by every user (mode "
+                                 f"{info.st_mode & 0o7777:04o}): anyone could rewrite the "
+                                 "policy; chmod o-w it")
+        # Each directory once (a symlink loop ends here).
+        keep = []
+        for name in dirs:
+            try:
+                info = os.stat(os.path.join(directory, name))
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                keep.append(name)
+        dirs[:] = keep
 
 
 def load_bundle(policy_dir: Path, docker_host: str | None,

@@ -25,6 +25,8 @@ from typing import Callable
 
 from gunicorn.app.base import BaseApplication
 
+from authz.ownership import unsafe_ancestor
+
 DEFAULT_SOCKET = "/run/docker/plugins/pyauthz.sock"
 
 
@@ -114,6 +116,10 @@ def _check_private(path: str) -> None:
             f"the socket systemd passed ({path}) has mode {stat.S_IMODE(sock.st_mode):04o} "
             f"and owner uid {sock.st_uid}: only root may connect to the plugin "
             "(SocketMode=0600, SocketUser=root in pyauthz.socket)")
+    above = unsafe_ancestor(os.path.dirname(path))
+    if above is not None:
+        raise InheritedSocketError(f"the socket systemd passed ({path}) can be replaced by "
+                                   f"others: {above}")
     if parent.st_uid != 0 or parent.st_mode & 0o022:
         raise InheritedSocketError(
             f"the directory of the socket systemd passed ({os.path.dirname(path)}) has mode "
