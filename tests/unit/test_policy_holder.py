@@ -43,3 +43,32 @@ def test_failed_reload_keeps_the_running_policy(tmp_path, state_dir):
     assert holder.reload() is True
     assert holder.bundle.policy.revision != old
     assert reload_mod.read_state("/run/docker/plugins/t.sock")["last_error"] == ""
+
+
+def test_reload_names_a_stale_state_file_and_signals_nothing(tmp_path):
+    """A state file left by a pyauthz that has exited: reload says so (exit 2), and sends no
+    signal to whatever process may have its pid."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from authz.cli import main
+    from authz.reload import state_path
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    socket_path = str(tmp_path / f"stale-{os.getpid()}.sock")
+    state = state_path(socket_path)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    policies = Path(__file__).resolve().parents[2] / "policies"
+    state.write_text(json.dumps({"pid": dead.pid, "policy_dir": str(policies),
+                                 "revision": "0" * 64, "reloads": 0}))
+    try:
+        result = CliRunner().invoke(main, ["reload", "--socket", socket_path, "--timeout", "1"])
+    finally:
+        state.unlink()
+    assert result.exit_code == 2
+    assert "stale state file" in result.output, result.output
