@@ -22,6 +22,7 @@ from urllib.parse import quote
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
 from authz import __version__ as PLUGIN_VERSION
@@ -38,8 +39,13 @@ _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 
 def _serialize(event: dict[str, Any], **kwargs: Any) -> bytes:
-    # ensure_ascii: a lone surrogate from a request must not make the line unwritable.
-    return json.dumps(event, separators=(",", ":"), default=str, ensure_ascii=True).encode()
+    """One JSON line's bytes: orjson (UTF-8, a few µs), or, for what orjson refuses (a lone
+    surrogate from a request's JSON, an integer beyond 64 bits), the standard library's
+    ASCII-only encoding, so that no value ever makes a line unwritable."""
+    try:
+        return orjson.dumps(event, default=str)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(event, separators=(",", ":"), default=str, ensure_ascii=True).encode()
 
 
 # A decision waits at most this long for its log line to be written; then it is a deny.

@@ -8,7 +8,7 @@ the plugin's (``authz.plugin``).
 
 from __future__ import annotations
 
-import os
+import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -106,7 +106,8 @@ class Decision:
 
 
 def new_decision_id() -> str:
-    return os.urandom(8).hex()
+    """16 random hex digits (Python reseeds ``random`` in each forked worker)."""
+    return f"{random.getrandbits(64):016x}"
 
 
 def _as_at_create(policy: Policy, subject: Identity, request: DecodedRequest,

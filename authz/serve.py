@@ -1,8 +1,9 @@
 """Serve a WSGI app on a unix socket under gunicorn, the way dockerd expects a plugin.
 
 dockerd keeps connections to a plugin alive and calls it on every API request, so the
-default worker model is gthread (threads share one loaded policy per process and keep-alive
-connections are kept), with a few worker processes for the second core.
+worker model is threads sharing one loaded policy per process, each of dockerd's kept-alive
+connections answered call after call by one thread (``authz.worker.PluginWorker``, gunicorn's
+gthread without its per-call hand-over), with a few worker processes for the second core.
 
 Under systemd (``packaging/systemd/pyauthz.socket``) the listening socket is systemd's: it
 passes it as fd 3 with ``LISTEN_FDS=1`` and ``LISTEN_PID`` = the pid it started.
@@ -198,7 +199,7 @@ class _GunicornApp(BaseApplication):
             "bind": f"unix:{o.socket_path}",
             "workers": o.workers,
             "threads": o.threads,
-            "worker_class": "gthread",
+            "worker_class": "authz.worker.PluginWorker",
             "keepalive": o.keepalive,
             "timeout": o.timeout,
             "graceful_timeout": 10,

@@ -1,0 +1,199 @@
+"""authz.worker.PluginWorker under a real gunicorn: kept-alive connections answered call after
+call by one thread, and bounded whatever a client does (idle, stalled, many, malformed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+APP = textwrap.dedent('''
+    import threading
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        out = f"{threading.get_ident()} {len(body)}".encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
+        return [out]
+''')
+
+
+def _request(body: bytes = b"x", close: bool = False) -> bytes:
+    head = "POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost: plugin\r\n"
+    if close:
+        head += "Connection: close\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def _answers(sock: socket.socket, n: int, timeout: float = 10.0) -> list[bytes]:
+    """The bodies of the next ``n`` responses on ``sock``."""
+    sock.settimeout(timeout)
+    buf, out = b"", []
+    while len(out) < n:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        if sep:
+            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0]
+                         .split(b":")[1])
+            if len(rest) >= length:
+                assert head.startswith(b"HTTP/1.1 200"), head
+                out.append(rest[:length])
+                buf = rest[length:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(out)} answers")
+        buf += chunk
+    return out
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Start gunicorn with the plugin's worker on a unix socket: ``served(threads=, keepalive=)``
+    returns the socket path."""
+    procs = []
+
+    def start(threads: int = 4, keepalive: int = 75) -> str:
+        (tmp_path / "wapp.py").write_text(APP)
+        path = str(tmp_path / f"w{len(procs)}.sock")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-k", "authz.worker.PluginWorker", "-w", "1",
+             "--threads", str(threads), "--keep-alive", str(keepalive), "--graceful-timeout", "5",
+             "--chdir", str(tmp_path), "-b", f"unix:{path}", "wapp:app", "--log-level", "warning"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(proc)
+        for _ in range(100):
+            if os.path.exists(path):
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)  # the worker forks after the master binds
+        return path
+
+    start.procs = procs
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(path)
+    return sock
+
+
+def test_calls_on_one_connection_are_answered_by_one_thread(served):
+    path = served()
+    with _connect(path) as sock:
+        threads = set()
+        for i in range(50):
+            sock.sendall(_request(b"y" * i))
+            (answer,) = _answers(sock, 1)
+            ident, length = answer.split()
+            assert int(length) == i
+            threads.add(ident)
+    assert len(threads) == 1  # no hand-over to the poller between calls
+
+
+def test_pipelined_calls_are_all_answered_in_order(served):
+    path = served()
+    with _connect(path) as sock:
+        sock.sendall(b"".join(_request(b"z" * i) for i in (1, 2, 3)))
+        assert [a.split()[1] for a in _answers(sock, 3)] == [b"1", b"2", b"3"]
+
+
+def test_a_connection_silent_at_first_and_after_lingering_is_still_served(served):
+    path = served(threads=2)
+    with _connect(path) as sock:
+        time.sleep(0.3)  # past FIRST_DATA_WAIT: it waits on the poller, not on a thread
+        sock.sendall(_request())
+        assert _answers(sock, 1)
+        time.sleep(1.3)  # past LINGER: handed back to the poller
+        sock.sendall(_request())
+        assert _answers(sock, 1)
+
+
+def test_idle_connections_beyond_the_threads_never_starve_new_calls(served):
+    path = served(threads=2)
+    idle = [_connect(path) for _ in range(12)]
+    try:
+        for sock in idle:  # each one used once, then left open (lingering, then on the poller)
+            sock.sendall(_request())
+            assert _answers(sock, 1)
+        with _connect(path) as fresh:
+            started = time.monotonic()
+            fresh.sendall(_request())
+            assert _answers(fresh, 1, timeout=5)
+            assert time.monotonic() - started < 3
+        for sock in idle:  # and every idle one still answers
+            sock.sendall(_request())
+            assert _answers(sock, 1)
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_stalled_request_does_not_hold_up_other_connections(served):
+    path = served(threads=2)
+    stalled = _connect(path)
+    try:
+        stalled.sendall(b"POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc")
+        time.sleep(0.2)
+        for _ in range(3):
+            with _connect(path) as sock:
+                sock.sendall(_request())
+                assert _answers(sock, 1, timeout=5)
+    finally:
+        stalled.close()
+
+
+def test_connection_close_and_malformed_requests_close_the_connection(served):
+    path = served()
+    with _connect(path) as sock:
+        sock.sendall(_request(close=True))
+        assert _answers(sock, 1)
+        sock.settimeout(5)
+        assert sock.recv(100) == b""
+    with _connect(path) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        sock.settimeout(5)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 400")
+
+
+def test_idle_connections_are_closed_after_keepalive(served):
+    path = served(keepalive=1)
+    with _connect(path) as sock:
+        sock.sendall(_request())
+        assert _answers(sock, 1)
+        sock.settimeout(8)
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # LINGER (1 s), then keepalive (1 s) on the poller
+        assert time.monotonic() - started < 6
+
+
+def test_sigterm_stops_promptly_with_connections_open(served):
+    path = served()
+    socks = [_connect(path) for _ in range(3)]
+    try:
+        for sock in socks:
+            sock.sendall(_request())
+            assert _answers(sock, 1)
+        proc = served.procs[-1]
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        assert time.monotonic() - started < 8
+        for sock in socks:  # the idle connections were closed, not left hanging
+            sock.settimeout(2)
+            assert sock.recv(100) == b""
+    finally:
+        for sock in socks:
+            sock.close()
