@@ -65,6 +65,9 @@ def create_app(config: PluginConfig, bundle=None) -> Flask:
 
     @app.post("/Plugin.Activate")
     def activate() -> Response:
+        # dockerd (re)started: what it removed at its start (auto-remove containers) was
+        # not an API call; nothing remembered of it counts (authz/moby/recall.py).
+        plugin.recall.forget_all()
         return _json(IMPLEMENTS)
 
     # dockerd's per-call routes bypass Flask (the routes below stay for the test client's

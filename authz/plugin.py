@@ -19,9 +19,10 @@ from pathlib import Path
 
 from authz import audit, metrics
 from authz.decision import Decision, decide, new_decision_id
-from authz.decoding import Lookups, RequestRefused, decode, route_of
+from authz.decoding import Lookups, RequestRefused, decode, route_of, state_changes
 from authz.decoding.lookups import DECISION_SECONDS
 from authz.moby.client import DockerClient
+from authz.moby.recall import Recall
 from authz.identity import Identity
 from authz.policy.engine import Policy
 from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
@@ -94,6 +95,8 @@ class Plugin:
         self.logger = logger if logger is not None else audit.make_logger(None)
         self.slots = threading.BoundedSemaphore(max(1, threads // 4))
         self.seconds = getattr(trust, "decision_seconds", None) or DECISION_SECONDS
+        # dockerd's answers kept across decisions while no call could change them.
+        self.recall = Recall()
 
     @classmethod
     def build(cls, config: PluginConfig, bundle=None) -> "Plugin":
@@ -133,6 +136,9 @@ class Plugin:
             decision.refuse("protocol", str(exc), "Report this to the pyauthz maintainers.")
         else:
             decision = self.decide(call)
+        # Before dockerd has the answer (and so before it can act on the call): what the
+        # call may change of dockerd's state is no longer remembered (authz/moby/recall.py).
+        self.recall.changed(*state_changes(decision.endpoint))
         revision = self.policy.revision
         try:
             self.logger.info("decision", **audit.decision_event(call, decision, revision))
@@ -176,7 +182,7 @@ class Plugin:
 
     def _decide_request(self, call: AuthzRequest, decision: Decision) -> None:
         """Decode (dockerd's state included), then decide, under one set of lookups."""
-        with Lookups(self.docker, self.slots, self.seconds) as lookups:
+        with Lookups(self.docker, self.slots, self.seconds, recall=self.recall) as lookups:
             request = decode(call, lookups)
             # Who is asking: read from the client certificate (protocol.py), never from
             # User alone; no certificate is anonymous.

@@ -214,7 +214,7 @@ class PluginWorker(base.Worker):
                 if not self.alive or not self._linger(conn):
                     self._give_back(conn)
                     return
-        except BaseException:  # noqa: BLE001 - a thread never dies with its connection open
+        except BaseException:
             self.log.exception("pyauthz worker: connection failed")
         self._closed(conn)
 
@@ -284,5 +284,5 @@ class PluginWorker(base.Worker):
         finally:
             try:
                 self.cfg.post_request(self, req, environ, resp)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.log.exception("Exception in post_request hook")

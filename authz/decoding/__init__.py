@@ -21,14 +21,15 @@ from authz.decoding.errors import RequestRefused, refused_json
 from authz.decoding.facts import Fact
 from authz.decoding.findings import Body, Findings
 from authz.decoding.lookups import Lookups
-from authz.decoding.routes import READ_METHODS, decode_route, endpoint_of, match_route
+from authz.decoding.routes import (READ_METHODS, decode_route, endpoint_of, match_route,
+                                   state_changes)
 from authz.decoding.state import DockerState, read_state
 from authz.decoding.uri import Target, parse_target
 from authz.moby.gojson import InvalidJSON
 from authz.protocol import AuthzRequest
 
 __all__ = ["DecodedRequest", "Fact", "Lookups", "RequestRefused", "Target", "decode",
-           "read_request", "route_of"]
+           "read_request", "route_of", "state_changes"]
 
 # Go's ParseForm reads these bodies into the values handlers read as query parameters
 # (r.FormValue also reads multipart forms); dockerd never forwards them to the plugin.

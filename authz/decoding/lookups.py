@@ -29,9 +29,10 @@ class Lookups:
     (``reads``: read each object through it), and the lookup slot they hold."""
 
     def __init__(self, docker, slots: threading.BoundedSemaphore | None = None,
-                 seconds: float = DECISION_SECONDS, clock: Callable[[], float] = time.monotonic):
+                 seconds: float = DECISION_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 recall=None):
         self.docker = docker
-        self.deadline = DecisionReads(docker, seconds, clock)
+        self.deadline = DecisionReads(docker, seconds, clock, recall)
         self._slots = slots
         self._held = False
 

@@ -185,6 +185,34 @@ ENDPOINTS: frozenset[str] = frozenset({e for _, _, e, _, _ in _ROUTES} | {
     "image.import", "system.debug", "system.options", "unknown.read", "unknown.write"})
 
 
+# What each call may change of what the plugin remembers of dockerd between decisions
+# (authz.moby.recall: containers never run, images by id). A read changes nothing; every
+# other call is taken to change both, except these. A call that changes state without a
+# response phase dockerd reports (hijacked, or done later by swarm) ends remembering.
+_READ_ENDPOINTS = frozenset(
+    e for e in ENDPOINTS
+    if any(r.endpoint == e for r in ROUTES) and not any(r.write for r in ROUTES if r.endpoint == e))
+_CHANGES_CONTAINERS_ONLY = frozenset({
+    "container.create", "container.kill", "container.pause", "container.unpause",
+    "container.restart", "container.start", "container.stop", "container.update",
+    "container.rename", "container.remove", "container.prune", "container.archive.put",
+    "exec.create", "exec.start", "checkpoint.create", "checkpoint.remove",
+    "network.connect", "network.disconnect"})
+_CHANGES_NOTHING_KEPT = frozenset({"container.attach", "container.resize", "exec.resize"})
+_CHANGES_UNSEEN = ("build.session", "build.grpc", "swarm.", "service.", "node.", "secret.",
+                   "config.")
+
+
+def state_changes(endpoint: str | None) -> tuple[bool, bool, bool]:
+    """(containers, images, unseen): what a call to ``endpoint`` (None: not known) may change
+    of the state the plugin remembers, and whether dockerd may change it later unseen."""
+    if endpoint in _READ_ENDPOINTS or endpoint in _CHANGES_NOTHING_KEPT:
+        return False, False, False
+    if endpoint in _CHANGES_CONTAINERS_ONLY:
+        return True, False, False
+    return True, True, bool(endpoint) and endpoint.startswith(_CHANGES_UNSEEN)
+
+
 # Registered outside the versioned table: /debug/* answers any method (pprof, expvar), and
 # OPTIONS on any path is the CORS preflight.
 _DEBUG = Route("*", "/debug/{path:.*}", _compile("/debug/{path:.*}"), "system.debug", False, None)

@@ -10,7 +10,8 @@ by the kind of object and the exact name asked for: the object, "no such object"
 ``DockerError`` (raised again: a read that failed still fails).
 
 It lives for one decision and is then dropped: dockerd's state changes between decisions (a
-re-tag, a rename, a removed container), so the next decision reads again. Image trust is
+re-tag, a rename, a removed container), so the next decision reads again, unless ``recall``
+(``authz.moby.recall``) still holds an answer no call since could have changed. Image trust is
 given it as the decision's deadline, as before, and reads the local image through it when
 it reads the same dockerd (trust never imports decoding).
 """
@@ -22,15 +23,19 @@ from typing import Any, Callable
 
 from authz.deadline import Deadline
 from authz.moby.client import DockerError
+from authz.moby.recall import Recall
 
 
 class DecisionReads(Deadline):
     """The decision's deadline, and dockerd's inspect answers it has had (``docker``: the
     dockerd client, whose ``inspect_*`` methods it reads through; None: no dockerd)."""
 
-    def __init__(self, docker: Any, seconds: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, docker: Any, seconds: float, clock: Callable[[], float] = time.monotonic,
+                 recall: Recall | None = None):
         super().__init__(seconds, clock)
         self.docker = docker
+        # Answers kept across decisions while no call could have changed them (recall.py).
+        self.recall = recall if docker is not None else None
         # (kind, exact name) -> the inspect JSON, None (no such object) or the DockerError.
         # Image trust may read on its pool thread while the decision waits for it: one
         # reader at a time, except after the decision gave up on a check (then a second
@@ -65,10 +70,17 @@ class DecisionReads(Deadline):
         raised and not remembered."""
         key = (kind, name)
         if key not in self._answers:
-            try:
-                answer = getattr(self.docker, f"inspect_{kind}")(name, deadline or self)
-            except DockerError as exc:
-                answer = exc
+            recall, answer = self.recall, None
+            if recall is not None:
+                answer = recall.lookup(kind, name, self.docker, deadline or self)
+            if answer is None:
+                stamp = recall.stamp() if recall is not None else None
+                try:
+                    answer = getattr(self.docker, f"inspect_{kind}")(name, deadline or self)
+                except DockerError as exc:
+                    answer = exc
+                if recall is not None:
+                    recall.keep(kind, name, answer, stamp)
             self._answers[key] = answer
         answer = self._answers[key]
         if isinstance(answer, DockerError):

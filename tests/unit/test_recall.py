@@ -1,0 +1,282 @@
+"""dockerd's answers remembered across decisions (authz/moby/recall.py): used only while no
+call that could change them has been made, only for what changes through the API alone, and
+never where dockerd changes state unseen. Issue 11."""
+
+import base64
+import json
+import multiprocessing
+import os
+from collections import Counter
+
+import pytest
+
+from authz.decoding import state_changes
+from authz.decoding.routes import ENDPOINTS, ROUTES
+from authz.moby.recall import Generations, Recall
+from authz.plugin import Plugin
+from authz.policy import Policy
+from authz.protocol import REQUEST_PHASE, RESPONSE_PHASE
+from tests.unit.test_plugin import SHIPPED, Events
+from tests.unit.test_reads_once import CID, IMAGE_A, IMAGE_B, CountingDocker, image, trust_for
+
+INFO = {"DockerRootDir": "/var/lib/docker", "Swarm": {"LocalNodeState": "inactive"}}
+
+
+class Dockerd(CountingDocker):
+    """A counting dockerd that also answers GET /info (swarm state ``swarm``)."""
+
+    def __init__(self, swarm="inactive", **kw):
+        super().__init__(**kw)
+        self.swarm = swarm
+
+    def info(self, deadline):
+        self.reads[("info", "")] += 1
+        return {**INFO, "Swarm": {"LocalNodeState": self.swarm}}
+
+
+def container(status="created", running=False, image_id=IMAGE_A, privileged=False):
+    return {"Id": CID, "Name": "/web", "Image": image_id,
+            "State": {"Status": status, "Running": running},
+            "Config": {"Image": "busybox", "User": "1000"},
+            "HostConfig": {"Privileged": privileged}, "Mounts": []}
+
+
+def call(phase, method, uri, body=None, status=None):
+    data = json.dumps(body).encode() if body is not None else b""
+    doc = {"RequestMethod": method, "RequestUri": uri,
+           "RequestHeaders": {"Content-Type": "application/json", "Content-Length": str(len(data))}}
+    if data:
+        doc["RequestBody"] = base64.b64encode(data).decode()
+    if status is not None:
+        doc["ResponseStatusCode"] = status
+    return json.dumps(doc).encode()
+
+
+def req(method, uri, body=None):
+    return call("request", method, uri, body)
+
+
+def run_session(plugin, name=CID):
+    """The calls of a ``docker run``, as dockerd sends them: (allow, rule ids) of each Req."""
+    out = []
+    for phase, method, uri, body in [
+            (REQUEST_PHASE, "POST", "/v1.41/containers/create", {"Image": "busybox"}),
+            (RESPONSE_PHASE, "POST", "/v1.41/containers/create", {"Image": "busybox"}),
+            (REQUEST_PHASE, "POST", f"/v1.41/containers/{name}/attach?stream=1&stdout=1", None),
+            (REQUEST_PHASE, "POST", f"/v1.41/containers/{name}/wait?condition=removed", None),
+            (REQUEST_PHASE, "POST", f"/v1.41/containers/{name}/start", None)]:
+        answer = plugin.handle(phase, call(phase, method, uri, body,
+                                           200 if phase == RESPONSE_PHASE else None))
+        if phase == REQUEST_PHASE:
+            out.append(answer["Allow"])
+    return out
+
+
+@pytest.fixture
+def plugin_and_docker(tmp_path):
+    docker = Dockerd(images={"busybox": image(IMAGE_A, user="1000"), IMAGE_A: image(IMAGE_A)},
+                     containers={CID: container()})
+    plugin = Plugin(Policy.load(SHIPPED), trust_for(tmp_path, docker), docker,
+                    logger=Events(), threads=4)
+    plugin.recall = Recall(Generations())
+    return plugin, docker
+
+
+def reads_of(docker, kind):
+    return sum(n for (k, _), n in docker.reads.items() if k == kind)
+
+
+def test_a_docker_run_reads_its_container_and_image_once(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    assert run_session(plugin) == [True, True, True, True]
+    # create: the image by name; attach: the container; start: both remembered (no call
+    # between could change them), and image trust's read by id is the create's answer.
+    assert docker.reads[("image", "busybox")] == 1
+    assert docker.reads[("container", CID)] == 1
+    assert docker.reads[("image", IMAGE_A)] == 0
+    assert run_session(plugin) == [True, True, True, True]
+    assert docker.reads[("image", "busybox")] == 1  # the next run's create: remembered too
+    assert docker.reads[("container", CID)] == 2    # a create came between: read again
+
+
+@pytest.mark.parametrize("between", [
+    ("POST", f"/v1.41/containers/{CID}/update", {"Memory": 1 << 30}),
+    ("POST", f"/v1.41/containers/{CID}/rename?name=x", None),
+    ("DELETE", f"/v1.41/containers/{CID}", None),
+    ("POST", "/v1.41/containers/create", {"Image": "busybox"}),
+    ("POST", "/v1.41/networks/n/connect", {"Container": CID}),
+    ("POST", "/v1.41/images/create?fromImage=busybox&tag=latest", None),
+    ("POST", "/v1.41/nosuchendpoint", None),
+])
+def test_a_state_changing_call_between_attach_and_start_makes_the_start_read_again(
+        plugin_and_docker, between):
+    plugin, docker = plugin_and_docker
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert docker.reads[("container", CID)] == 1
+    plugin.handle(REQUEST_PHASE, req(*between))
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 2
+
+
+def test_the_response_phase_of_a_change_forgets_too(plugin_and_docker):
+    """A read made between a change's request (decided) and dockerd acting on it must not
+    outlive the change: its response phase forgets it."""
+    plugin, docker = plugin_and_docker
+    update = ("POST", f"/v1.41/containers/{CID}/update", {"Memory": 1 << 30})
+    plugin.handle(REQUEST_PHASE, req(*update))
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    plugin.handle(RESPONSE_PHASE, call("response", *update, status=200))
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 2
+
+
+def test_a_change_made_in_the_stored_config_is_seen_by_the_next_start(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    docker.containers[CID] = container(privileged=True)
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/update", {"CpuShares": 2}))
+    answer = plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert answer["Allow"] is False and "privileged" in answer["Msg"]
+
+
+def test_an_unreadable_call_forgets_everything(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert plugin.handle(REQUEST_PHASE, b"not json")["Allow"] is False
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 2
+
+
+@pytest.mark.parametrize("state", [("running", True), ("exited", False), ("restarting", True),
+                                   ("paused", True), ("dead", False)])
+def test_only_containers_that_never_ran_are_remembered(plugin_and_docker, state):
+    """A container that has run can exit and be auto-removed without an API call."""
+    plugin, docker = plugin_and_docker
+    docker.containers[CID] = container(*state)
+    for _ in range(2):
+        plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert docker.reads[("container", CID)] == 2
+
+
+def test_missing_objects_and_failed_reads_are_never_remembered(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    for _ in range(2):
+        plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/nosuch/attach?stream=1"))
+    assert docker.reads[("container", "nosuch")] == 2
+    docker.fail = True
+    for _ in range(2):
+        answer = plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach"))
+        assert answer["Allow"] is False
+    assert docker.reads[("container", CID)] == 2
+
+
+@pytest.mark.parametrize("endpoint_call", [
+    ("POST", "/v1.41/session", None), ("POST", "/grpc", None),
+    ("POST", "/v1.41/swarm/init", {"ListenAddr": "127.0.0.1"}),
+    ("POST", "/v1.41/services/create", {"TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}}),
+])
+def test_after_a_call_that_lets_dockerd_change_state_unseen_nothing_is_remembered(
+        plugin_and_docker, endpoint_call):
+    plugin, docker = plugin_and_docker
+    plugin.handle(REQUEST_PHASE, req(*endpoint_call))
+    for _ in range(2):
+        plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert docker.reads[("container", CID)] == 2
+
+
+@pytest.mark.parametrize("swarm", ["active", "pending", "locked", "error", None])
+def test_on_a_swarm_node_or_when_not_known_nothing_is_remembered(plugin_and_docker, swarm):
+    plugin, docker = plugin_and_docker
+    docker.swarm = swarm
+    for _ in range(3):
+        plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert docker.reads[("container", CID)] == 3
+
+
+def test_answers_expire(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    now = [1000.0]
+    plugin.recall.clock = lambda: now[0]
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    now[0] += 4.0
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert docker.reads[("container", CID)] == 1
+    now[0] += 2.0
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert docker.reads[("container", CID)] == 2
+
+
+def test_a_retagged_image_is_read_again(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
+    docker.images["busybox"] = image(IMAGE_B, user="0")
+    plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/images/other/tag?repo=busybox&tag=latest"))
+    plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
+    assert docker.reads[("image", "busybox")] == 2
+    # ... while container calls leave images remembered
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/stop"))
+    plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
+    assert docker.reads[("image", "busybox")] == 2
+
+
+def test_dockerd_activating_the_plugin_forgets_everything(tmp_path, plugin_and_docker):
+    from authz.app import create_app
+    from authz.plugin import PluginConfig
+
+    plugin, docker = plugin_and_docker
+    app = create_app(PluginConfig(policy_dir=SHIPPED, log_file=tmp_path / "d.log", docker_host=None))
+    live = app.config["PYAUTHZ_PLUGIN"]
+    live.recall = plugin.recall
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert app.test_client().post("/Plugin.Activate").status_code == 200
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert docker.reads[("container", CID)] == 2
+
+
+def test_state_changes_classifies_every_endpoint():
+    writes = {r.endpoint for r in ROUTES if r.write}
+    for endpoint in [None, *sorted(ENDPOINTS)]:
+        containers, images, unseen = state_changes(endpoint)
+        if endpoint in writes - {"container.attach", "container.resize", "exec.resize"}:
+            assert containers, endpoint  # every write forgets containers at least
+        if endpoint in (None, "unknown.read", "unknown.write", "image.import", "system.debug"):
+            assert containers and images, endpoint
+    assert state_changes("container.inspect") == (False, False, False)
+    assert state_changes("container.start") == (True, False, False)
+    assert state_changes("image.tag") == (True, True, False)
+    assert state_changes("build.grpc") == (True, True, True)
+
+
+def _bump_in_child(generations):
+    generations.bump(True, False)
+
+
+def _die_holding_the_lock(generations):
+    generations._counts.get_lock().acquire()
+    os._exit(0)
+
+
+def test_generations_are_shared_with_forked_workers():
+    generations = Generations()
+    before = generations.snapshot()
+    child = multiprocessing.get_context("fork").Process(target=_bump_in_child, args=(generations,))
+    child.start()
+    child.join(10)
+    assert generations.snapshot() == (before[0] + 1, before[1])
+
+
+def test_a_worker_that_died_holding_the_lock_turns_remembering_off_without_a_hang():
+    generations = Generations()
+    generations.LOCK_WAIT = 0.1
+    child = multiprocessing.get_context("fork").Process(target=_die_holding_the_lock,
+                                                        args=(generations,))
+    child.start()
+    child.join(10)
+    assert generations.snapshot() is None          # not known: nothing is used
+    generations.bump(True, True)                    # not counted: off, for good
+    assert generations._flags[0] == 1
+    recall = Recall(generations)
+    docker = Dockerd(containers={CID: container()})
+    recall.keep("container", CID, container(), recall.stamp())
+    assert recall.lookup("container", CID, docker, None) is None
+    assert Counter(docker.reads) == Counter()
