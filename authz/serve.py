@@ -141,6 +141,9 @@ class ServeOptions:
     socket_path: str = DEFAULT_SOCKET
     workers: int = 2
     threads: int = 32
+    # gunicorn's worker class: pyauthz's own (authz/worker.py); the benchmark's floor also
+    # runs under gunicorn's gthread, as a naive Flask plugin would.
+    worker_class: str = "authz.worker.PluginWorker"
     # dockerd reuses its connection to the plugin; keep idle ones open for a while.
     keepalive: int = 75
     # A request to the plugin that takes longer than this is a bug; the worker is
@@ -199,7 +202,7 @@ class _GunicornApp(BaseApplication):
             "bind": f"unix:{o.socket_path}",
             "workers": o.workers,
             "threads": o.threads,
-            "worker_class": "authz.worker.PluginWorker",
+            "worker_class": o.worker_class,
             "keepalive": o.keepalive,
             "timeout": o.timeout,
             "graceful_timeout": 10,

@@ -12,7 +12,8 @@ everything else: the arbiter, reloads, the HTTP parser, the WSGI environ and the
 
 Bounded whatever a client does: at most ``worker_connections`` connections per worker, a
 request must arrive whole within ``READ_TIMEOUT`` once it has begun, a fresh connection holds
-a thread for at most ``FIRST_DATA_WAIT`` before it waits on the poller instead.
+a thread for at most ``FIRST_DATA_WAIT`` before it waits on the poller instead. A stopping
+worker (reload, stop) answers calls on its idle connections for ``STOP_LINGER`` more seconds.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ LINGER = 1.0
 FIRST_DATA_WAIT = 0.1
 # Once a request has begun, all of it must arrive within this (seconds per read).
 READ_TIMEOUT = 10.0
+# A stopping worker (a reload, a stop) keeps its idle connections this long, and answers a
+# call that comes on one with "Connection: close". Closing one while dockerd writes a call on
+# it would make dockerd send the call again with an empty body (its plugin client retries
+# with the buffer the first attempt drained: moby pkg/plugins/client.go), which is a deny.
+STOP_LINGER = 2.0
 
 
 class _Conn:
@@ -162,10 +168,7 @@ class PluginWorker(base.Worker):
                 conn = self._returned.get_nowait()
             except Empty:
                 return
-            if not self.alive:
-                self._closed(conn)
-                continue
-            conn.deadline = now + self.cfg.keepalive
+            conn.deadline = now + (self.cfg.keepalive if self.alive else STOP_LINGER)
             self._idle[conn] = None
             self._poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_data, conn))
 
@@ -175,21 +178,25 @@ class PluginWorker(base.Worker):
         self._pool.submit(self._serve, conn, False)
 
     def _expire(self, now: float) -> None:
-        """Close connections idle past ``keepalive`` (all of them when stopping)."""
+        """Close connections idle past their deadline (oldest first)."""
         for conn in list(self._idle):
-            if conn.deadline > now and self.alive:
+            if conn.deadline > now:
                 break
             del self._idle[conn]
             self._poller.unregister(conn.sock)
             self._closed(conn)
 
     def _stop(self) -> None:
-        """Graceful: stop accepting, let calls in flight finish within graceful_timeout."""
-        self._expire(time.monotonic())
-        deadline = time.monotonic() + self.cfg.graceful_timeout
+        """Graceful: stop accepting; answer calls in flight, and calls on idle connections
+        for ``STOP_LINGER`` (with "Connection: close"), within graceful_timeout."""
+        now = time.monotonic()
+        for conn in self._idle:
+            conn.deadline = min(conn.deadline, now + STOP_LINGER)
+        deadline = now + self.cfg.graceful_timeout
         while self._connections > 0 and time.monotonic() < deadline:
             self.notify()
-            self._dispatch(0.2)  # returned connections are closed there
+            self._dispatch(0.2)
+            self._expire(time.monotonic())
         self._pool.shutdown(wait=False)
         self._poller.close()
         for listener in self.sockets:

@@ -2,10 +2,12 @@
 
 It does what any trivial authz plugin must do: answer the handshake, read and parse
 the JSON dockerd sends, answer ``{"Allow": true}``. It is served through
-``authz.serve.serve`` with the same ``ServeOptions`` as pyauthz, so that the
-difference between the two is decoding, policy and logging, not the HTTP stack.
+``authz.serve.serve`` with the same ``ServeOptions`` as pyauthz, except the worker class:
+gunicorn's gthread by default, as a naive Flask plugin is served (issue 11's floor), or
+``--worker-class authz.worker.PluginWorker``, pyauthz's (the ``floor-pw`` server: the floor
+of pyauthz's own stack).
 
-    python3 -m bench.allow_all --socket /tmp/x/floor.sock --workers 2 --threads 16
+    python3 -m bench.allow_all --socket /tmp/x/floor.sock --workers 2 --threads 32
 
 ``--record FILE`` appends every call (path, headers, body) as JSON lines: that is how
 ``bench.capture`` recorded the workload from a real dockerd. Recording is off in
@@ -68,10 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--workers", type=int, default=ServeOptions.workers)
     parser.add_argument("--threads", type=int, default=ServeOptions.threads)
+    parser.add_argument("--worker-class", default="gthread", help="gunicorn's worker class")
     parser.add_argument("--record", default=None, help="append every call to this file")
     args = parser.parse_args(argv)
     serve(lambda: create_app(args.record),
-          ServeOptions(socket_path=args.socket, workers=args.workers, threads=args.threads))
+          ServeOptions(socket_path=args.socket, workers=args.workers, threads=args.threads,
+                       worker_class=args.worker_class))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ on one kept-alive connection, replaying the plugin calls of a recorded
 concurrency, and pyauthz / floor. From the repo root:
 
     python3 -m bench.run                             # 1 and 8 clients, 3 rounds of 5 s
-    python3 -m bench.run --concurrency 1,8 --duration 5 --rounds 3 --workers 2 --threads 16
+    python3 -m bench.run --concurrency 1,8 --duration 5 --rounds 3 --workers 2 --threads 32
     python3 -m bench.run --servers floor,pyauthz,pyauthz-devnull --json out.json
 
 Rounds alternate the order of the servers, and figures are medians over rounds, so
@@ -58,7 +58,8 @@ def option_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3,
                    help="measurements per server and concurrency; medians reported (3)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers, both servers (2)")
-    p.add_argument("--threads", type=int, default=16, help="threads per worker, both (16)")
+    p.add_argument("--threads", type=int, default=32,
+                   help="threads per worker, both (32, as pyauthz serve ships)")
     p.add_argument("--servers", default="floor,pyauthz",
                    help="comma list of KIND or KIND@WORKERSxTHREADS, KIND one of floor, "
                         "pyauthz, pyauthz-devnull (default floor,pyauthz). Ratios compare "

@@ -21,7 +21,8 @@ from bench.paths import REPO_ROOT, child_env, module_argv
 
 SERVER_KINDS = {
     # name: (description, checks denies)
-    "floor": ("python -m bench.allow_all: parses the JSON, allows everything", False),
+    "floor": ("python -m bench.allow_all: parses the JSON, allows everything (gthread)", False),
+    "floor-pw": ("the floor under pyauthz's worker class (authz.worker.PluginWorker)", False),
     "pyauthz": ("python -m authz serve, decision log to a file", True),
     "pyauthz-devnull": ("python -m authz serve, decision log to /dev/null", True),
 }
@@ -67,6 +68,9 @@ class Server:
         common = ["--socket", self.socket, "--workers", str(workers), "--threads", str(threads)]
         if kind == "floor":
             self.argv = module_argv("bench.allow_all", *common)
+        elif kind == "floor-pw":
+            self.argv = module_argv("bench.allow_all", *common,
+                                    "--worker-class", "authz.worker.PluginWorker")
         else:
             self.argv = self._pyauthz_argv(common, tmp, safe, policy_dir, docker_host)
         self.proc: subprocess.Popen | None = None

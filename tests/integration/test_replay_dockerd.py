@@ -90,12 +90,25 @@ def session(env) -> list[tuple[str, int, int]]:
     return windows
 
 
+_INSPECTS = {"container.inspect", "image.inspect", "system.info", "volume.inspect",
+             "network.inspect", "exec.inspect", "plugin.inspect"}
+
+
+def own_read(doc: dict) -> bool:
+    """The plugin's own read of dockerd (unversioned paths; the docker CLI versions its own).
+    Whether it is made depends on what the plugin still remembers (authz/moby/recall.py)."""
+    return (doc["method"] == "GET" and doc["endpoint"] in _INSPECTS
+            and not doc["uri"].startswith("/v"))
+
+
 def request_lines(env, start: int, end: int) -> list[dict]:
+    """The request-phase decisions on the session's own calls (not the plugin's reads)."""
     with open(env.decision_log, "rb") as log:
         log.seek(start)
         data = log.read(end - start)
     docs = [json.loads(line) for line in data.splitlines() if line.strip()]
-    return [d for d in docs if d.get("event") == "decision" and d.get("phase") == "request"]
+    return [d for d in docs if d.get("event") == "decision" and d.get("phase") == "request"
+            and not own_read(d)]
 
 
 def as_compared(outcome: dict) -> tuple:

@@ -192,8 +192,27 @@ def test_sigterm_stops_promptly_with_connections_open(served):
         proc.wait(timeout=15)
         assert time.monotonic() - started < 8
         for sock in socks:  # the idle connections were closed, not left hanging
-            sock.settimeout(2)
+            sock.settimeout(5)
             assert sock.recv(100) == b""
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_a_stopping_worker_still_answers_a_call_on_an_idle_connection(served):
+    """dockerd may be writing a call on an idle connection as the worker stops (a reload):
+    closing it would make dockerd resend the call with an empty body (a deny)."""
+    path = served()
+    with _connect(path) as sock:
+        sock.sendall(_request())
+        assert _answers(sock, 1)
+        time.sleep(1.3)  # idle on the poller
+        served.procs[-1].send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(_request(b"late"))
+        sock.settimeout(5)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200") and b"Connection: close" in data
+        assert data.endswith(b" 4")
