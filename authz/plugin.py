@@ -8,6 +8,7 @@ HTTP (``authz.app``); tests and the benchmark drive it directly.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -18,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authz import audit, metrics
+from authz.deadline import Deadline
 from authz.decision import Decision, decide, new_decision_id
 from authz.decoding import Lookups, RequestRefused, decode, route_of, state_changes
 from authz.decoding.lookups import DECISION_SECONDS
 from authz.moby.client import DockerClient
-from authz.moby.recall import Recall
+from authz.moby.ids import is_full_id
+from authz.moby.recall import READ_AHEAD_SECONDS, Recall
 from authz.identity import Identity
 from authz.policy.engine import Policy
 from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
@@ -139,6 +142,8 @@ class Plugin:
         # Before dockerd has the answer (and so before it can act on the call): what the
         # call may change of dockerd's state is no longer remembered (authz/moby/recall.py).
         self.recall.changed(*state_changes(decision.endpoint))
+        if decision.endpoint == "container.create" and call.response_status == 201:
+            self._read_ahead(call.response_body)
         revision = self.policy.revision
         try:
             self.logger.info("decision", **audit.decision_event(call, decision, revision))
@@ -153,6 +158,41 @@ class Plugin:
             return answer(False, "pyauthz: the decision log cannot be written; denying")
         metrics.decided(decision, started)
         return answer(decision.allow, decision.message(revision))
+
+    def _read_ahead(self, response_body: bytes | None) -> None:
+        """A container was just created: read it now, while the client sends its attach and
+        start (whose decisions need it), in the background; at most a few at a time, and
+        only with a free lookup slot (decisions that wait on dockerd come first)."""
+        try:
+            container_id = json.loads(response_body or b"{}").get("Id")
+        except (ValueError, AttributeError, RecursionError):
+            return
+        if self.docker is None or not isinstance(container_id, str) or \
+                not is_full_id(container_id):
+            return
+        event = self.recall.reading_ahead("container", container_id)
+        if event is None:
+            return
+        if not self.slots.acquire(blocking=False):
+            self.recall.read_ahead_done("container", container_id, event)
+            return
+        try:
+            threading.Thread(target=self._read_container, args=(container_id, event),
+                             name="pyauthz-read-ahead", daemon=True).start()
+        except RuntimeError:  # no thread to be had: the decisions read it themselves
+            self.slots.release()
+            self.recall.read_ahead_done("container", container_id, event)
+
+    def _read_container(self, container_id: str, event) -> None:
+        try:
+            stamp = self.recall.stamp()
+            answer = self.docker.inspect_container(container_id, Deadline(READ_AHEAD_SECONDS))
+            self.recall.keep("container", container_id, answer, stamp)
+        except Exception:  # noqa: BLE001 - a read ahead only saves time; decisions read again
+            pass
+        finally:
+            self.slots.release()
+            self.recall.read_ahead_done("container", container_id, event)
 
     def decide(self, call: AuthzRequest) -> Decision:
         """The decision on one call; never raises (a failure is a deny that says why)."""

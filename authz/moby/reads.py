@@ -25,6 +25,9 @@ from authz.deadline import Deadline
 from authz.moby.client import DockerError
 from authz.moby.recall import Recall
 
+# A decision waits at most this long for a read ahead of the object it needs (recall.py).
+READ_AHEAD_WAIT = 1.0
+
 
 class DecisionReads(Deadline):
     """The decision's deadline, and dockerd's inspect answers it has had (``docker``: the
@@ -73,6 +76,9 @@ class DecisionReads(Deadline):
             recall, answer = self.recall, None
             if recall is not None:
                 answer = recall.lookup(kind, name, self.docker, deadline or self)
+                if answer is None:  # a read of it ahead in flight? (a container just created)
+                    recall.wait_for_read_ahead(kind, name, min(READ_AHEAD_WAIT, self.remaining()))
+                    answer = recall.lookup(kind, name, self.docker, deadline or self)
             if answer is None:
                 stamp = recall.stamp() if recall is not None else None
                 try:

@@ -43,6 +43,8 @@ from typing import Any, Callable
 TTL_SECONDS = 5.0
 MAX_ENTRIES = 512
 SWARM_INFO_SECONDS = 60.0
+MAX_READS_AHEAD = 4
+READ_AHEAD_SECONDS = 2.0
 _FULL_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 _KIND_INDEX = {"container": 0, "image": 1}
 _CONTAINERS, _IMAGES = 0, 1
@@ -119,6 +121,29 @@ class Recall:
         self._entries: dict[str, OrderedDict[str, tuple[Stamp, dict]]] = {
             "container": OrderedDict(), "image": OrderedDict()}
         self._swarm_checked: tuple[float, bool] | None = None  # (until, inactive)
+        self._reading: dict[tuple[str, str], threading.Event] = {}  # reads ahead in flight
+
+    def reading_ahead(self, kind: str, name: str) -> threading.Event | None:
+        """Mark a read ahead of ``kind`` ``name`` (a container just created) as in flight:
+        a decision that needs it waits for it instead of reading again. None: one already is."""
+        with self._lock:
+            if (kind, name) in self._reading or len(self._reading) >= MAX_READS_AHEAD:
+                return None
+            event = self._reading[(kind, name)] = threading.Event()
+            return event
+
+    def read_ahead_done(self, kind: str, name: str, event: threading.Event) -> None:
+        with self._lock:
+            if self._reading.get((kind, name)) is event:
+                del self._reading[(kind, name)]
+        event.set()
+
+    def wait_for_read_ahead(self, kind: str, name: str, seconds: float) -> None:
+        """Wait (at most ``seconds``) for a read ahead of ``kind`` ``name`` in flight."""
+        with self._lock:
+            event = self._reading.get((kind, name))
+        if event is not None and seconds > 0:
+            event.wait(seconds)
 
     def stamp(self) -> Stamp:
         """Take before a read: an answer is kept with what was true when it was asked for."""

@@ -41,7 +41,7 @@ def container(status="created", running=False, image_id=IMAGE_A, privileged=Fals
             "HostConfig": {"Privileged": privileged}, "Mounts": []}
 
 
-def call(phase, method, uri, body=None, status=None):
+def call(phase, method, uri, body=None, status=None, response=None):
     data = json.dumps(body).encode() if body is not None else b""
     doc = {"RequestMethod": method, "RequestUri": uri,
            "RequestHeaders": {"Content-Type": "application/json", "Content-Length": str(len(data))}}
@@ -49,6 +49,8 @@ def call(phase, method, uri, body=None, status=None):
         doc["RequestBody"] = base64.b64encode(data).decode()
     if status is not None:
         doc["ResponseStatusCode"] = status
+    if response is not None:
+        doc["ResponseBody"] = base64.b64encode(response).decode()
     return json.dumps(doc).encode()
 
 
@@ -280,3 +282,38 @@ def test_a_worker_that_died_holding_the_lock_turns_remembering_off_without_a_han
     recall.keep("container", CID, container(), recall.stamp())
     assert recall.lookup("container", CID, docker, None) is None
     assert Counter(docker.reads) == Counter()
+
+
+def _created(plugin, status=201, response=None):
+    body = {"Image": "busybox"}
+    plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", body))
+    response = json.dumps({"Id": CID, "Warnings": []}).encode() if response is None else response
+    plugin.handle(RESPONSE_PHASE, call("response", "POST", "/v1.41/containers/create", body,
+                                       status=status, response=response))
+
+
+def test_a_container_just_created_is_read_ahead_for_its_attach_and_start(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    _created(plugin)
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 1  # the read ahead's, waited for and used
+    assert plugin.slots._value == 1  # its lookup slot was given back
+
+
+@pytest.mark.parametrize("status,response", [
+    (400, None), (201, b"not json"), (201, b'{"Id": "abc"}'), (201, b'{"Id": 5}'),
+    (201, b"[]"), (201, json.dumps({"Id": "C" * 64}).encode())])
+def test_no_read_ahead_without_a_full_id_from_a_created_container(plugin_and_docker, status,
+                                                                   response):
+    plugin, docker = plugin_and_docker
+    _created(plugin, status, response)
+    assert reads_of(docker, "container") == 0
+
+
+def test_a_read_ahead_is_made_only_with_a_free_lookup_slot(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    while plugin.slots.acquire(blocking=False):
+        pass
+    _created(plugin)
+    assert reads_of(docker, "container") == 0
