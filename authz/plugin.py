@@ -141,7 +141,9 @@ class Plugin:
             decision = self.decide(call)
         # Before dockerd has the answer (and so before it can act on the call): what the
         # call may change of dockerd's state is no longer remembered (authz/moby/recall.py).
-        self.recall.changed(*state_changes(decision.endpoint))
+        changes = state_changes(decision.endpoint, decision.target)
+        self.recall.changed(*changes, opens=call.phase == REQUEST_PHASE and decision.allow,
+                            closes=call.phase != REQUEST_PHASE)
         if decision.endpoint == "container.create" and call.response_status == 201:
             self._read_ahead(call.response_body)
         revision = self.policy.revision
@@ -170,20 +172,19 @@ class Plugin:
         if self.docker is None or not isinstance(container_id, str) or \
                 not is_full_id(container_id):
             return
-        event = self.recall.reading_ahead("container", container_id)
-        if event is None:
-            return
         if not self.slots.acquire(blocking=False):
-            self.recall.read_ahead_done("container", container_id, event)
+            return
+        if not self.recall.reading_ahead("container", container_id):
+            self.slots.release()
             return
         try:
-            threading.Thread(target=self._read_container, args=(container_id, event),
+            threading.Thread(target=self._read_container, args=(container_id,),
                              name="pyauthz-read-ahead", daemon=True).start()
         except RuntimeError:  # no thread to be had: the decisions read it themselves
+            self.recall.read_ahead_done("container", container_id)
             self.slots.release()
-            self.recall.read_ahead_done("container", container_id, event)
 
-    def _read_container(self, container_id: str, event) -> None:
+    def _read_container(self, container_id: str) -> None:
         try:
             stamp = self.recall.stamp()
             answer = self.docker.inspect_container(container_id, Deadline(READ_AHEAD_SECONDS))
@@ -191,8 +192,8 @@ class Plugin:
         except Exception:  # noqa: BLE001 - a read ahead only saves time; decisions read again
             pass
         finally:
+            self.recall.read_ahead_done("container", container_id)
             self.slots.release()
-            self.recall.read_ahead_done("container", container_id, event)
 
     def decide(self, call: AuthzRequest) -> Decision:
         """The decision on one call; never raises (a failure is a deny that says why)."""

@@ -26,6 +26,7 @@ from typing import Callable
 
 from gunicorn.app.base import BaseApplication
 
+from authz.moby import recall  # noqa: F401 - its shared mapping is made here, before the fork
 from authz.ownership import unsafe_ancestor
 
 DEFAULT_SOCKET = "/run/docker/plugins/pyauthz.sock"

@@ -39,8 +39,10 @@ from gunicorn.workers import base
 LINGER = 1.0
 # A connection just accepted holds a thread this long for its first bytes, then the poller.
 FIRST_DATA_WAIT = 0.1
-# Once a request has begun, all of it must arrive within this (seconds per read).
+# Once a request has begun, all of it must arrive within this many seconds.
 READ_TIMEOUT = 10.0
+# Out of file descriptors (EMFILE...): stop accepting for this long, then try again.
+ACCEPT_PAUSE = 0.5
 # A stopping worker (a reload, a stop) keeps its idle connections this long, and answers a
 # call that comes on one with "Connection: close". Closing one while dockerd writes a call on
 # it would make dockerd send the call again with an empty body (its plugin client retries
@@ -48,13 +50,35 @@ READ_TIMEOUT = 10.0
 STOP_LINGER = 2.0
 
 
+class _Reading:
+    """The connection's socket as gunicorn's parser reads it: every read of one request ends
+    by the request's deadline (not each read by itself: a client that sends a byte at a time
+    must not hold a thread longer than ``READ_TIMEOUT`` in all). Writes go to the socket."""
+
+    __slots__ = ("sock", "deadline")
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.deadline = sock, 0.0
+
+    def recv(self, size: int, *flags) -> bytes:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the request did not arrive in time")
+        self.sock.settimeout(left)
+        return self.sock.recv(size, *flags)
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
 class _Conn:
-    __slots__ = ("sock", "addr", "server", "parser", "deadline")
+    __slots__ = ("sock", "addr", "server", "parser", "deadline", "reading")
 
     def __init__(self, sock: socket.socket, addr, server):
         self.sock, self.addr, self.server = sock, addr, server
         self.parser = None
         self.deadline = 0.0
+        self.reading = _Reading(sock)
 
     def buffered(self) -> bool:
         """Bytes of the next request already read (they no longer wake the poller)."""
@@ -90,6 +114,7 @@ class PluginWorker(base.Worker):
         self._max_lingering = max(1, self.cfg.threads // 4)
         self._idle: dict[_Conn, None] = {}  # waiting on the poller, oldest first
         self._returned: SimpleQueue[_Conn] = SimpleQueue()
+        self._accept_paused_until = 0.0
 
     # ---- the main thread: accept, and wait on idle connections ----
 
@@ -116,7 +141,8 @@ class PluginWorker(base.Worker):
         accepting = False
         while self.alive:
             self.notify()
-            can_accept = self._connections < self.cfg.worker_connections
+            can_accept = (self._connections < self.cfg.worker_connections
+                          and time.monotonic() >= self._accept_paused_until)
             if can_accept != accepting:
                 self._listen(can_accept)
                 accepting = can_accept
@@ -150,6 +176,14 @@ class PluginWorker(base.Worker):
             sock, addr = listener.accept()
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors or memory: the worker lives on, answering the
+                # connections it has, and stops accepting for a moment (the connection
+                # waits in the listen backlog), instead of dying with all of them.
+                self.log.error("pyauthz worker: cannot accept a connection (%s); pausing",
+                               exc.strerror)
+                self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             raise
         with self._lock:
@@ -245,9 +279,9 @@ class PluginWorker(base.Worker):
         """Read and answer one request; whether the connection stays open for another."""
         req = None
         try:
-            conn.sock.settimeout(READ_TIMEOUT)
+            conn.reading.deadline = time.monotonic() + READ_TIMEOUT
             if conn.parser is None:
-                conn.parser = http.RequestParser(self.cfg, conn.sock, conn.addr)
+                conn.parser = http.RequestParser(self.cfg, conn.reading, conn.addr)
             req = next(conn.parser)
             if not req:
                 return False
@@ -279,6 +313,7 @@ class PluginWorker(base.Worker):
             if not self.alive or not self.cfg.keepalive:
                 resp.force_close()
             body = self.wsgi(environ, resp.start_response)
+            conn.sock.settimeout(READ_TIMEOUT)  # writing the answer: at most this long
             try:
                 for chunk in body:
                     resp.write(chunk)

@@ -68,9 +68,10 @@ class Answers:
         if m and self.image:
             body, _, headers = self.image
             return 200, headers, body
-        if path == "/info":  # read by pyauthz (at most once a minute) for dockerd's roots
+        if path == "/info":  # read by pyauthz (at most once a minute): roots, swarm state
             return 200, {"Content-Type": "application/json"}, json.dumps(
-                {"DockerRootDir": "/var/lib/docker"}).encode() + b"\n"
+                {"DockerRootDir": "/var/lib/docker",
+                 "Swarm": {"LocalNodeState": "inactive"}}).encode() + b"\n"
         msg = json.dumps({"message": f"No such object: {path}"}).encode() + b"\n"
         return 404, {"Content-Type": "application/json"}, msg
 

@@ -186,31 +186,45 @@ ENDPOINTS: frozenset[str] = frozenset({e for _, _, e, _, _ in _ROUTES} | {
 
 
 # What each call may change of what the plugin remembers of dockerd between decisions
-# (authz.moby.recall: containers never run, images by id). A read changes nothing; every
-# other call is taken to change both, except these. A call that changes state without a
-# response phase dockerd reports (hijacked, or done later by swarm) ends remembering.
+# (authz.moby.recall: containers never run, images). A read changes nothing; every other call
+# is taken to change everything, except these.
 _READ_ENDPOINTS = frozenset(
     e for e in ENDPOINTS
     if any(r.endpoint == e for r in ROUTES) and not any(r.write for r in ROUTES if r.endpoint == e))
-_CHANGES_CONTAINERS_ONLY = frozenset({
-    "container.create", "container.kill", "container.pause", "container.unpause",
-    "container.restart", "container.start", "container.stop", "container.update",
-    "container.rename", "container.remove", "container.prune", "container.archive.put",
-    "exec.create", "exec.start", "checkpoint.create", "checkpoint.remove",
-    "network.connect", "network.disconnect"})
-_CHANGES_NOTHING_KEPT = frozenset({"container.attach", "container.resize", "exec.resize"})
+# Neither a container's configuration, name or state "created", nor any image: a create only
+# adds a container under a new id and an unused name; an exec or an attach needs it running.
+_CHANGES_NOTHING_KEPT = frozenset({
+    "container.create", "container.attach", "container.resize", "exec.create", "exec.start",
+    "exec.resize"})
+# The one container the path names (every container, unless it is named by its full id).
+_CHANGES_ONE_CONTAINER = frozenset({
+    "container.kill", "container.pause", "container.unpause", "container.restart",
+    "container.start", "container.stop", "container.update", "container.archive.put",
+    "checkpoint.create", "checkpoint.remove"})
+# Containers' names, or more than one container: every container.
+_CHANGES_CONTAINERS = frozenset({"container.rename", "container.remove", "container.prune",
+                                 "network.connect", "network.disconnect"})
 _CHANGES_UNSEEN = ("build.session", "build.grpc", "swarm.", "service.", "node.", "secret.",
                    "config.")
+_FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
-def state_changes(endpoint: str | None) -> tuple[bool, bool, bool]:
-    """(containers, images, unseen): what a call to ``endpoint`` (None: not known) may change
-    of the state the plugin remembers, and whether dockerd may change it later unseen."""
+def state_changes(endpoint: str | None, target: Target | None = None
+                  ) -> tuple[bool, str | None, bool, bool]:
+    """(every container, the one container id, every image, unseen): what a call to
+    ``endpoint`` on ``target`` (None: not known) may change of the state the plugin
+    remembers, and whether dockerd may then change state without a call the plugin sees."""
     if endpoint in _READ_ENDPOINTS or endpoint in _CHANGES_NOTHING_KEPT:
-        return False, False, False
-    if endpoint in _CHANGES_CONTAINERS_ONLY:
-        return True, False, False
-    return True, True, bool(endpoint) and endpoint.startswith(_CHANGES_UNSEEN)
+        return False, None, False, False
+    if endpoint in _CHANGES_ONE_CONTAINER and target is not None:
+        route, params = match_route(target.method, target.path)
+        name = params.get("name", "") if route is not None and route.endpoint == endpoint else ""
+        if _FULL_ID.match(name):
+            return False, name, False, False
+        return True, None, False, False
+    if endpoint in _CHANGES_CONTAINERS or endpoint in _CHANGES_ONE_CONTAINER:
+        return True, None, False, False
+    return True, None, True, bool(endpoint) and endpoint.startswith(_CHANGES_UNSEEN)
 
 
 # Registered outside the versioned table: /debug/* answers any method (pprof, expvar), and

@@ -1,4 +1,4 @@
-"""dockerd's answers remembered across decisions, while no call could have changed them.
+"""dockerd's answers remembered across decisions and workers, while no call could have changed them.
 
 A ``docker run`` is judged three times against the same objects: the create reads its image,
 the attach and the start read the new container, the start's image trust reads the image
@@ -9,20 +9,33 @@ and gives one back only while it is still what dockerd would answer:
 
 - **Only what changes through the API alone.** A container in state ``created`` (it has
   never run, so nothing but an API call can change or remove it: a running one can exit and
-  be auto-removed unseen), by the exact name it was read by; an image by the exact name it
-  was read by and by its full id (``sha256:`` and 64 hex digits). Never "no such object",
-  never an error.
-- **Forgotten at every call that could change it** (``Generations``, shared by all of the
-  plugin's workers): every state-changing call of the API, in its request phase (after its
-  decision: dockerd acts only after the answer) and again in its response phase (after
-  dockerd acted), as decoding classifies it (``authz.decoding.routes.state_changes``); a call
-  that could not be read, or is not known, changes everything; dockerd activating the plugin
-  (it restarted) forgets everything.
+  be auto-removed unseen), by the exact name or full id it was read by (never by what could
+  be an id prefix: a new container can make a prefix ambiguous); an image by the exact name
+  it was read by and by its full id. Never "no such object", never an error.
+- **Forgotten at every call that could change it**, in its request phase (after its
+  decision: dockerd acts only on the answer) and again in its response phase (after dockerd
+  acted), as decoding classifies the call (``authz.decoding.routes.state_changes``): a call
+  on one container named by its full id forgets that container; one that names it otherwise,
+  renames, removes or is not known forgets every container; any call that may change images
+  forgets every image. A call that could not be read forgets everything; so does dockerd
+  activating the plugin (it restarted).
+- **Not kept while a change to it is under way**: from a change's allowed request phase to
+  its response phase, nothing it may change is kept (dockerd may act on it after the read;
+  and if its response phase never comes, because another authorization plugin after this one
+  refused it or a worker died, nothing it may change is kept again until dockerd restarts).
 - **Nothing at all** where dockerd changes state without an API call that has a response
   phase: once a BuildKit session (``/session``, ``/grpc``: long-lived, hijacked) or a swarm
   call has been seen, and on a swarm node (dockerd's ``GET /info``, read at most once a
   minute, when there is an answer to use); nor after a change that could not be counted.
-- **Briefly**: ``TTL_SECONDS`` at most, ``MAX_ENTRIES`` per kind.
+- **Briefly**: ``TTL_SECONDS`` at most, in ``SLOTS`` slots of ``SLOT_BYTES`` (a larger answer
+  is not kept).
+
+Everything lives in one anonymous shared mapping made at import, in the serving master, so
+that every gunicorn worker forked from it sees the same answers and the same changes (a
+``docker run``'s calls reach different workers). Its lock is never waited on for long: a
+worker killed while holding it must not stop the others, so a lock not had within
+``LOCK_WAIT`` is a miss, and a change that could not be counted turns remembering off for
+good.
 
 What is judged is then dockerd's state as it was at most a few seconds before, and only if no
 call that could change it has been made since: the staleness that remains is the window every
@@ -32,147 +45,115 @@ made is reported by its response phase.
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import re
+import struct
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
+import zlib
 from typing import Any, Callable
 
+import orjson
+
 TTL_SECONDS = 5.0
-MAX_ENTRIES = 512
+SLOTS = 128
+SLOT_BYTES = 64 * 1024
+CONTAINER_COUNTERS = 1024
 SWARM_INFO_SECONDS = 60.0
 MAX_READS_AHEAD = 4
 READ_AHEAD_SECONDS = 2.0
+LOCK_WAIT = 0.5
 _FULL_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
-_KIND_INDEX = {"container": 0, "image": 1}
-_CONTAINERS, _IMAGES = 0, 1
-_OFF, _VOLATILE = 0, 1
+_FULL_ID = re.compile(r"^[0-9a-f]{64}$")
+_MAYBE_PREFIX = re.compile(r"^[0-9a-f]{1,63}$")
+
+# The mapping: counters, flags, per-container counters, slot headers, slot data.
+_Q = struct.Struct("q")
+_SEQ, _LAST_CONTAINERS, _LAST_IMAGES, _OFF, _UNSEEN, _OPEN_CONTAINERS, _OPEN_IMAGES, \
+    _ACTIVATIONS = (i * 8 for i in range(8))
+_PER_CONTAINER = 64                               # the last change of each (hashed) container
+_OPEN_PER_CONTAINER = _PER_CONTAINER + 8 * CONTAINER_COUNTERS  # its changes under way
+_HEADER = struct.Struct("qqqqqq")  # used, stamp, at (ns), length, read ahead until (ns), id counter
+_KEY_LEN = struct.Struct("H")
 
 
-class Generations:
-    """Counters of state-changing calls, in memory shared with every worker forked after it
-    was made (the serving master makes it at import, before gunicorn forks). Its lock is
-    never waited on for long: a worker killed while holding it must not stop the others, so
-    a lock not had within ``LOCK_WAIT`` means "not known" (nothing is remembered), and a
-    change that could not be counted turns remembering off in every worker for good."""
-
-    LOCK_WAIT = 0.5
-
-    def __init__(self) -> None:
-        self._counts = multiprocessing.Array("q", 2, lock=True)
-        self._flags = multiprocessing.RawArray("q", 2)  # [off, images volatile]: set, never cleared
-
-    def snapshot(self) -> tuple[int, int] | None:
-        """(containers, images), or None: nothing may be remembered or used."""
-        if self._flags[_OFF]:
-            return None
-        lock = self._counts.get_lock()
-        if not lock.acquire(timeout=self.LOCK_WAIT):
-            return None
-        try:
-            return self._counts[_CONTAINERS], self._counts[_IMAGES]
-        finally:
-            lock.release()
-
-    def bump(self, containers: bool, images: bool) -> None:
-        if not (containers or images) or self._flags[_OFF]:
-            return
-        lock = self._counts.get_lock()
-        if not lock.acquire(timeout=self.LOCK_WAIT):
-            self._flags[_OFF] = 1  # a change that was not counted: remember nothing from now on
-            return
-        try:
-            if containers:
-                self._counts[_CONTAINERS] += 1
-            if images:
-                self._counts[_IMAGES] += 1
-        finally:
-            lock.release()
-
-    def mark_unseen_changes(self) -> None:
-        """dockerd may now change state without a call the plugin sees: remember nothing."""
-        self._flags[_VOLATILE] = 1
-
-    def unseen_changes(self) -> bool:
-        return bool(self._flags[_VOLATILE])
+def _counter_of(container_id: str) -> int:
+    return zlib.crc32(container_id.encode()) % CONTAINER_COUNTERS
 
 
-GENERATIONS = Generations()
+class Shared:
+    """The mapping every worker shares, and its lock (see the module's docstring)."""
+
+    def __init__(self, slots: int = SLOTS, slot_bytes: int = SLOT_BYTES) -> None:
+        self.slots, self.slot_bytes = slots, slot_bytes
+        self.headers_at = _OPEN_PER_CONTAINER + 8 * CONTAINER_COUNTERS
+        self.data_at = self.headers_at + _HEADER.size * slots
+        self.mem = mmap.mmap(-1, self.data_at + slots * slot_bytes)  # MAP_SHARED, anonymous
+        self.lock = multiprocessing.Lock()
+
+    def get(self, offset: int) -> int:
+        return _Q.unpack_from(self.mem, offset)[0]
+
+    def put(self, offset: int, value: int) -> None:
+        _Q.pack_into(self.mem, offset, value)
+
+    def locked(self) -> bool:
+        return self.lock.acquire(timeout=LOCK_WAIT)
+
+    def header(self, slot: int) -> tuple[int, ...]:
+        return _HEADER.unpack_from(self.mem, self.headers_at + slot * _HEADER.size)
+
+    def set_header(self, slot: int, *fields: int) -> None:
+        _HEADER.pack_into(self.mem, self.headers_at + slot * _HEADER.size, *fields)
+
+    def key_at(self, slot: int) -> bytes:
+        at = self.data_at + slot * self.slot_bytes
+        (n,) = _KEY_LEN.unpack_from(self.mem, at)
+        return self.mem[at + 2:at + 2 + n]
 
 
-@dataclass(frozen=True)
-class Stamp:
-    """When a read began: the generations then (None: not known), and the clock."""
-    generations: tuple[int, int] | None
-    at: float
+SHARED = Shared()
 
 
 class Recall:
-    """One worker's remembered answers (``generations``: shared with the other workers)."""
+    """dockerd's answers, shared by the workers (``shared``: made before they fork)."""
 
-    def __init__(self, generations: Generations = GENERATIONS, ttl: float = TTL_SECONDS,
+    def __init__(self, shared: Shared = SHARED, ttl: float = TTL_SECONDS,
                  clock: Callable[[], float] = time.monotonic):
-        self.generations = generations
+        self.shared = shared
         self.ttl = ttl
         self.clock = clock
-        self._lock = threading.Lock()
-        self._entries: dict[str, OrderedDict[str, tuple[Stamp, dict]]] = {
-            "container": OrderedDict(), "image": OrderedDict()}
-        self._swarm_checked: tuple[float, bool] | None = None  # (until, inactive)
-        self._reading: dict[tuple[str, str], threading.Event] = {}  # reads ahead in flight
+        # (until, inactive, dockerd's activation it was read in): this worker's
+        self._swarm_checked: tuple[float, bool, int] | None = None
+        self._ahead = threading.BoundedSemaphore(MAX_READS_AHEAD)
 
-    def reading_ahead(self, kind: str, name: str) -> threading.Event | None:
-        """Mark a read ahead of ``kind`` ``name`` (a container just created) as in flight:
-        a decision that needs it waits for it instead of reading again. None: one already is."""
-        with self._lock:
-            if (kind, name) in self._reading or len(self._reading) >= MAX_READS_AHEAD:
-                return None
-            event = self._reading[(kind, name)] = threading.Event()
-            return event
+    # ---- what was true before a read, and what is kept ----
 
-    def read_ahead_done(self, kind: str, name: str, event: threading.Event) -> None:
-        with self._lock:
-            if self._reading.get((kind, name)) is event:
-                del self._reading[(kind, name)]
-        event.set()
-
-    def wait_for_read_ahead(self, kind: str, name: str, seconds: float) -> None:
-        """Wait (at most ``seconds``) for a read ahead of ``kind`` ``name`` in flight."""
-        with self._lock:
-            event = self._reading.get((kind, name))
-        if event is not None and seconds > 0:
-            event.wait(seconds)
-
-    def stamp(self) -> Stamp:
-        """Take before a read: an answer is kept with what was true when it was asked for."""
-        return Stamp(self.generations.snapshot(), self.clock())
-
-    def lookup(self, kind: str, name: str, docker: Any, deadline: Any) -> dict | None:
-        """The remembered answer for ``kind`` ``name``, or None (read it)."""
-        with self._lock:
-            found = self._entries.get(kind, {}).get(name)
-        if found is None or not self._allowed(docker, deadline):
+    def stamp(self) -> int | None:
+        """Take before a read: an answer is kept with the count of changes then (None: not
+        known, nothing is kept)."""
+        s = self.shared
+        if s.get(_OFF) or not s.locked():
             return None
-        stamp, answer = found
-        now = self.generations.snapshot()
-        if now is None or stamp.generations is None or now[_KIND_INDEX[kind]] != \
-                stamp.generations[_KIND_INDEX[kind]] or self.clock() - stamp.at > self.ttl:
-            return None
-        return answer
+        try:
+            return s.get(_SEQ)
+        finally:
+            s.lock.release()
 
-    def keep(self, kind: str, name: str, answer: Any, stamp: Stamp) -> None:
+    def keep(self, kind: str, name: str, answer: Any, stamp: int | None) -> None:
         """Remember ``answer`` (read under ``stamp``) if it can only change through the API."""
-        if not isinstance(answer, dict) or stamp.generations is None:
+        if not isinstance(answer, dict) or stamp is None:
             return
+        counter = 0
         if kind == "container":
-            state = answer.get("State")
+            state, container_id = answer.get("State"), answer.get("Id")
             if not (isinstance(state, dict) and state.get("Status") == "created"
-                    and state.get("Running") is False):
+                    and state.get("Running") is False and isinstance(container_id, str)
+                    and _FULL_ID.match(container_id)) or _MAYBE_PREFIX.match(name):
                 return
-            key = name
             keys = [name]
+            counter = _counter_of(container_id) + 1
         elif kind == "image":
             image_id = answer.get("Id")
             if not isinstance(image_id, str) or not _FULL_IMAGE_ID.match(image_id):
@@ -180,38 +161,182 @@ class Recall:
             keys = list(dict.fromkeys((name, image_id)))  # as asked, and by its id
         else:
             return
-        with self._lock:
-            entries = self._entries[kind]
-            for key in keys:
-                entries.pop(key, None)
-                entries[key] = (stamp, answer)
-            while len(entries) > MAX_ENTRIES:
-                entries.popitem(last=False)
+        try:
+            data = orjson.dumps(answer)
+        except (orjson.JSONEncodeError, TypeError):
+            return
+        for key in keys:
+            self._store(f"{kind}:{key}".encode(), data, stamp, counter)
 
-    def changed(self, containers: bool, images: bool, unseen: bool = False) -> None:
-        """A call that may change containers and/or images was decided or answered
-        (``unseen``: and dockerd may go on changing state without a call the plugin sees)."""
+    def _store(self, key: bytes, data: bytes, stamp: int, counter: int) -> None:
+        s = self.shared
+        if 2 + len(key) + len(data) > s.slot_bytes or not s.locked():
+            return
+        try:
+            # A change to it under way (allowed, not yet answered): dockerd may act on it
+            # after this read, and its response phase may never come.
+            if counter:
+                if s.get(_OPEN_CONTAINERS) > 0 or \
+                        s.get(_OPEN_PER_CONTAINER + 8 * (counter - 1)) > 0:
+                    return
+            elif s.get(_OPEN_IMAGES) > 0:
+                return
+            slot = zlib.crc32(key) % s.slots
+            at = s.data_at + slot * s.slot_bytes
+            _KEY_LEN.pack_into(s.mem, at, len(key))
+            s.mem[at + 2:at + 2 + len(key) + len(data)] = key + data
+            ahead = s.header(slot)[4] if s.key_at(slot) == key else 0
+            s.set_header(slot, 1, stamp, int(self.clock() * 1e9), len(data), ahead, counter)
+        finally:
+            s.lock.release()
+
+    def lookup(self, kind: str, name: str, docker: Any, deadline: Any) -> dict | None:
+        """The remembered answer for ``kind`` ``name``, or None (read it)."""
+        data = self._fetch(f"{kind}:{name}".encode(), kind)
+        if data is None or not self._allowed(docker, deadline):
+            return None
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    def _fetch(self, key: bytes, kind: str) -> bytes | None:
+        s = self.shared
+        if s.get(_OFF) or s.get(_UNSEEN) or not s.locked():
+            return None
+        try:
+            slot = zlib.crc32(key) % s.slots
+            used, stamp, at_ns, length, _, counter = s.header(slot)
+            if not used or s.key_at(slot) != key:
+                return None
+            if self.clock() - at_ns / 1e9 > self.ttl:
+                return None
+            last = s.get(_LAST_CONTAINERS if kind == "container" else _LAST_IMAGES)
+            if last > stamp:
+                return None
+            if counter and s.get(_PER_CONTAINER + 8 * (counter - 1)) > stamp:
+                return None
+            begin = s.data_at + slot * s.slot_bytes + 2 + len(key)
+            return s.mem[begin:begin + length]
+        finally:
+            s.lock.release()
+
+    # ---- what changes ----
+
+    def changed(self, containers: bool, container_id: str | None, images: bool,
+                unseen: bool = False, *, opens: bool = False, closes: bool = False) -> None:
+        """A call was decided or answered that may change every container (``containers``),
+        the one container ``container_id``, and/or every image; ``unseen``: dockerd may go
+        on changing state without a call the plugin sees. ``opens``: its request phase was
+        allowed, dockerd is about to act; ``closes``: its response phase, dockerd has acted.
+        While a change is under way (opened, not yet closed) nothing it may change is kept:
+        a call whose response phase never comes (another authorization plugin after this one
+        refused it, a worker died) ends keeping what it may change until dockerd restarts."""
+        s = self.shared
         if unseen:
-            self.generations.mark_unseen_changes()
-        self.generations.bump(containers, images)
+            s.put(_UNSEEN, 1)
+        if not (containers or container_id or images) or s.get(_OFF):
+            return
+        if not s.locked():
+            s.put(_OFF, 1)  # a change that was not counted: remember nothing from now on
+            return
+        try:
+            seq = s.get(_SEQ) + 1
+            s.put(_SEQ, seq)
+            if containers:
+                s.put(_LAST_CONTAINERS, seq)
+            if container_id:
+                s.put(_PER_CONTAINER + 8 * _counter_of(container_id), seq)
+            if images:
+                s.put(_LAST_IMAGES, seq)
+            step = 1 if opens else -1 if closes else 0
+            if step:
+                opened = [_OPEN_CONTAINERS] if containers else []
+                opened += [_OPEN_PER_CONTAINER + 8 * _counter_of(container_id)] \
+                    if container_id else []
+                opened += [_OPEN_IMAGES] if images else []
+                for offset in opened:
+                    s.put(offset, max(0, s.get(offset) + step))
+        finally:
+            s.lock.release()
 
     def forget_all(self) -> None:
-        """dockerd (re)activated the plugin: nothing read before counts."""
-        self.generations.bump(True, True)
-        with self._lock:
-            for entries in self._entries.values():
-                entries.clear()
-            self._swarm_checked = None
+        """dockerd (re)activated the plugin: nothing read before counts, no change of its
+        previous run is under way, and every worker asks again whether it is a swarm node."""
+        s = self.shared
+        self.changed(True, None, True)
+        if s.locked():
+            try:
+                s.put(_OPEN_CONTAINERS, 0)
+                s.put(_OPEN_IMAGES, 0)
+                s.mem[_OPEN_PER_CONTAINER:_OPEN_PER_CONTAINER + 8 * CONTAINER_COUNTERS] = \
+                    bytes(8 * CONTAINER_COUNTERS)
+                s.put(_ACTIVATIONS, s.get(_ACTIVATIONS) + 1)
+            finally:
+                s.lock.release()
+        else:
+            s.put(_OFF, 1)
+
+    # ---- reads ahead: a container just created, read while its client sends the next call ----
+
+    def reading_ahead(self, kind: str, name: str) -> bool:
+        """Mark a read ahead of ``kind`` ``name`` as in flight (for every worker); False: not
+        now (too many in flight in this worker, or the lock was not had)."""
+        if not self._ahead.acquire(blocking=False):
+            return False
+        if not self._mark_ahead(f"{kind}:{name}".encode(), self.clock() + READ_AHEAD_SECONDS):
+            self._ahead.release()
+            return False
+        return True
+
+    def read_ahead_done(self, kind: str, name: str) -> None:
+        self._mark_ahead(f"{kind}:{name}".encode(), 0.0)
+        self._ahead.release()
+
+    def _mark_ahead(self, key: bytes, until: float) -> bool:
+        s = self.shared
+        if s.get(_OFF) or not s.locked():
+            return False
+        try:
+            slot = zlib.crc32(key) % s.slots
+            header = list(s.header(slot))
+            if s.key_at(slot) != key:
+                if not until:
+                    return True  # the slot was taken since: nothing of ours to clear
+                at = s.data_at + slot * s.slot_bytes
+                _KEY_LEN.pack_into(s.mem, at, len(key))
+                s.mem[at + 2:at + 2 + len(key)] = key
+                header = [0, 0, 0, 0, 0, 0]
+            header[4] = int(until * 1e9) if until else 0
+            s.set_header(slot, *header)
+            return True
+        finally:
+            s.lock.release()
+
+    def wait_for_read_ahead(self, kind: str, name: str, seconds: float) -> None:
+        """Wait (at most ``seconds``) while a read ahead of ``kind`` ``name`` is in flight in
+        any worker."""
+        key, s = f"{kind}:{name}".encode(), self.shared
+        give_up = self.clock() + max(0.0, seconds)
+        while self.clock() < give_up:
+            if not s.locked():
+                return
+            try:
+                slot = zlib.crc32(key) % s.slots
+                in_flight = s.key_at(slot) == key and s.header(slot)[4] > self.clock() * 1e9
+            finally:
+                s.lock.release()
+            if not in_flight:
+                return
+            time.sleep(0.0005)
 
     def _allowed(self, docker: Any, deadline: Any) -> bool:
         """Answers are used only from a dockerd known not to be a swarm node (swarm creates,
-        removes and pulls for its tasks without API calls), and only while no call after
-        which dockerd changes state unseen has been made."""
-        if self.generations.unseen_changes():
-            return False
-        now = self.clock()
+        removes and pulls for its tasks without API calls)."""
+        now, activation = self.clock(), self.shared.get(_ACTIVATIONS)
         checked = self._swarm_checked
-        if checked is not None and checked[0] > now:
+        if checked is not None and checked[0] > now and checked[2] == activation:
             return checked[1]
         try:
             info = docker.info(deadline)
@@ -219,5 +344,5 @@ class Recall:
             return False
         swarm = info.get("Swarm") if isinstance(info, dict) else None
         inactive = isinstance(swarm, dict) and swarm.get("LocalNodeState") == "inactive"
-        self._swarm_checked = (now + SWARM_INFO_SECONDS, inactive)
+        self._swarm_checked = (now + SWARM_INFO_SECONDS, inactive, activation)
         return inactive

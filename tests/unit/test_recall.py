@@ -12,7 +12,8 @@ import pytest
 
 from authz.decoding import state_changes
 from authz.decoding.routes import ENDPOINTS, ROUTES
-from authz.moby.recall import Generations, Recall
+from authz.decoding.uri import Query, Target
+from authz.moby.recall import Recall, Shared
 from authz.plugin import Plugin
 from authz.policy import Policy
 from authz.protocol import REQUEST_PHASE, RESPONSE_PHASE
@@ -58,6 +59,12 @@ def req(method, uri, body=None):
     return call("request", method, uri, body)
 
 
+def change(plugin, method, uri, body=None):
+    """A state-changing call as dockerd makes it: allowed, acted on, then its response."""
+    assert plugin.handle(REQUEST_PHASE, req(method, uri, body))["Allow"]
+    plugin.handle(RESPONSE_PHASE, call("response", method, uri, body, status=200))
+
+
 def run_session(plugin, name=CID):
     """The calls of a ``docker run``, as dockerd sends them: (allow, rule ids) of each Req."""
     out = []
@@ -66,7 +73,8 @@ def run_session(plugin, name=CID):
             (RESPONSE_PHASE, "POST", "/v1.41/containers/create", {"Image": "busybox"}),
             (REQUEST_PHASE, "POST", f"/v1.41/containers/{name}/attach?stream=1&stdout=1", None),
             (REQUEST_PHASE, "POST", f"/v1.41/containers/{name}/wait?condition=removed", None),
-            (REQUEST_PHASE, "POST", f"/v1.41/containers/{name}/start", None)]:
+            (REQUEST_PHASE, "POST", f"/v1.41/containers/{name}/start", None),
+            (RESPONSE_PHASE, "POST", f"/v1.41/containers/{name}/start", None)]:
         answer = plugin.handle(phase, call(phase, method, uri, body,
                                            200 if phase == RESPONSE_PHASE else None))
         if phase == REQUEST_PHASE:
@@ -80,7 +88,7 @@ def plugin_and_docker(tmp_path):
                      containers={CID: container()})
     plugin = Plugin(Policy.load(SHIPPED), trust_for(tmp_path, docker), docker,
                     logger=Events(), threads=4)
-    plugin.recall = Recall(Generations())
+    plugin.recall = Recall(Shared(slots=16))
     return plugin, docker
 
 
@@ -105,8 +113,8 @@ def test_a_docker_run_reads_its_container_and_image_once(plugin_and_docker):
     ("POST", f"/v1.41/containers/{CID}/update", {"Memory": 1 << 30}),
     ("POST", f"/v1.41/containers/{CID}/rename?name=x", None),
     ("DELETE", f"/v1.41/containers/{CID}", None),
-    ("POST", "/v1.41/containers/create", {"Image": "busybox"}),
     ("POST", "/v1.41/networks/n/connect", {"Container": CID}),
+    ("POST", f"/v1.41/containers/{CID[:12]}/stop", None),
     ("POST", "/v1.41/images/create?fromImage=busybox&tag=latest", None),
     ("POST", "/v1.41/nosuchendpoint", None),
 ])
@@ -212,11 +220,12 @@ def test_a_retagged_image_is_read_again(plugin_and_docker):
     plugin, docker = plugin_and_docker
     plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
     docker.images["busybox"] = image(IMAGE_B, user="0")
-    plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/images/other/tag?repo=busybox&tag=latest"))
+    change(plugin, "POST", "/v1.41/images/other/tag?repo=busybox&tag=latest")
     plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
     assert docker.reads[("image", "busybox")] == 2
     # ... while container calls leave images remembered
-    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/stop"))
+    change(plugin, "POST", f"/v1.41/containers/{CID}/stop")
+    change(plugin, "POST", "/v1.41/containers/web/rename?name=x")
     plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
     assert docker.reads[("image", "busybox")] == 2
 
@@ -237,51 +246,139 @@ def test_dockerd_activating_the_plugin_forgets_everything(tmp_path, plugin_and_d
 
 def test_state_changes_classifies_every_endpoint():
     writes = {r.endpoint for r in ROUTES if r.write}
+    nothing = {"container.create", "container.attach", "container.resize", "exec.create",
+               "exec.start", "exec.resize"}
     for endpoint in [None, *sorted(ENDPOINTS)]:
-        containers, images, unseen = state_changes(endpoint)
-        if endpoint in writes - {"container.attach", "container.resize", "exec.resize"}:
-            assert containers, endpoint  # every write forgets containers at least
+        containers, one, images, unseen = state_changes(endpoint)
+        if endpoint in writes - nothing:
+            assert containers, endpoint  # without a target, every write forgets containers
         if endpoint in (None, "unknown.read", "unknown.write", "image.import", "system.debug"):
             assert containers and images, endpoint
-    assert state_changes("container.inspect") == (False, False, False)
-    assert state_changes("container.start") == (True, False, False)
-    assert state_changes("image.tag") == (True, True, False)
-    assert state_changes("build.grpc") == (True, True, True)
+    target = Target(method="POST", path=f"/containers/{CID}/start", version="1.41",
+                    explicit_version=True,
+                    query=Query({}), raw_uri=f"/v1.41/containers/{CID}/start")
+    assert state_changes("container.inspect") == (False, None, False, False)
+    assert state_changes("container.create") == (False, None, False, False)
+    assert state_changes("container.start", target) == (False, CID, False, False)
+    assert state_changes("container.start") == (True, None, False, False)
+    assert state_changes("container.rename") == (True, None, False, False)
+    assert state_changes("image.tag") == (True, None, True, False)
+    assert state_changes("build.grpc") == (True, None, True, True)
 
 
-def _bump_in_child(generations):
-    generations.bump(True, False)
+def _bump_in_child(shared):
+    Recall(shared).changed(True, None, False)
 
 
-def _die_holding_the_lock(generations):
-    generations._counts.get_lock().acquire()
+def _die_holding_the_lock(shared):
+    shared.lock.acquire()
     os._exit(0)
 
 
-def test_generations_are_shared_with_forked_workers():
-    generations = Generations()
-    before = generations.snapshot()
-    child = multiprocessing.get_context("fork").Process(target=_bump_in_child, args=(generations,))
+def _keep(recall, name=CID, answer=None):
+    recall.keep("container", name, answer or container(), recall.stamp())
+
+
+def test_answers_and_changes_are_shared_with_forked_workers():
+    shared = Shared(slots=16)
+    docker = Dockerd()
+    parent = Recall(shared)
+    _keep(parent)
+    assert parent.lookup("container", CID, docker, None) is not None
+    child = multiprocessing.get_context("fork").Process(target=_bump_in_child, args=(shared,))
     child.start()
     child.join(10)
-    assert generations.snapshot() == (before[0] + 1, before[1])
+    assert parent.lookup("container", CID, docker, None) is None  # the child's change counts
 
 
-def test_a_worker_that_died_holding_the_lock_turns_remembering_off_without_a_hang():
-    generations = Generations()
-    generations.LOCK_WAIT = 0.1
+def test_one_workers_answer_serves_another():
+    shared, docker = Shared(slots=16), Dockerd()
+    _keep(Recall(shared))
+    assert Recall(shared).lookup("container", CID, docker, None)["Id"] == CID
+
+
+def test_a_worker_that_died_holding_the_lock_turns_remembering_off_without_a_hang(monkeypatch):
+    import authz.moby.recall as recall_module
+
+    monkeypatch.setattr(recall_module, "LOCK_WAIT", 0.1)
+    shared = Shared(slots=16)
     child = multiprocessing.get_context("fork").Process(target=_die_holding_the_lock,
-                                                        args=(generations,))
+                                                        args=(shared,))
     child.start()
     child.join(10)
-    assert generations.snapshot() is None          # not known: nothing is used
-    generations.bump(True, True)                    # not counted: off, for good
-    assert generations._flags[0] == 1
-    recall = Recall(generations)
+    recall = Recall(shared)
+    assert recall.stamp() is None                   # not known: nothing is kept
+    recall.changed(True, None, True)                 # not counted: off, for good
     docker = Dockerd(containers={CID: container()})
-    recall.keep("container", CID, container(), recall.stamp())
     assert recall.lookup("container", CID, docker, None) is None
     assert Counter(docker.reads) == Counter()
+
+
+def test_a_call_on_one_container_by_full_id_forgets_only_that_container(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    other = "d" * 64
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{other}/stop"))
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 1
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/stop"))
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 2
+
+
+def test_a_call_naming_a_container_otherwise_forgets_every_container(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/web/stop"))
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 2
+
+
+def test_what_could_be_an_id_prefix_is_never_remembered(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    docker.containers["abc123"] = container()
+    for _ in range(2):
+        plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/abc123/attach?stream=1"))
+    assert docker.reads[("container", "abc123")] == 2
+
+
+def test_nothing_read_while_a_change_is_under_way_is_kept(plugin_and_docker):
+    """A change allowed (dockerd about to act) and not yet answered: what is read meanwhile
+    may be stale when dockerd acts, and its response phase may never come (another
+    authorization plugin after this one refused it)."""
+    plugin, docker = plugin_and_docker
+    load = ("POST", "/v1.41/images/load?quiet=1")
+    plugin.handle(REQUEST_PHASE, req(*load))
+    for _ in range(2):
+        plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
+    assert docker.reads[("image", "busybox")] == 2
+    plugin.handle(RESPONSE_PHASE, call("response", *load, status=200))
+    for _ in range(2):
+        plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
+    assert docker.reads[("image", "busybox")] == 3
+
+
+def test_a_denied_change_opens_nothing(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    answer = plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create",
+                                              {"Image": "busybox", "HostConfig": {"Privileged": True}}))
+    assert answer["Allow"] is False
+    for _ in range(2):
+        plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    assert docker.reads[("container", CID)] == 1
+
+
+def test_dockerd_restarting_makes_every_worker_ask_again_whether_it_is_a_swarm_node():
+    shared = Shared(slots=16)
+    docker = Dockerd(containers={CID: container()})
+    worker_a, worker_b = Recall(shared), Recall(shared)
+    _keep(worker_b)
+    assert worker_b.lookup("container", CID, docker, None) is not None  # swarm checked: no
+    docker.swarm = "active"          # dockerd restarted as a swarm node
+    worker_a.forget_all()            # its Activate reached worker A
+    _keep(worker_b)
+    assert worker_b.lookup("container", CID, docker, None) is None
+    assert docker.reads[("info", "")] == 2
 
 
 def _created(plugin, status=201, response=None):

@@ -4,6 +4,7 @@ call by one thread, and bounded whatever a client does (idle, stalled, many, mal
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -57,14 +58,16 @@ def served(tmp_path):
     returns the socket path."""
     procs = []
 
-    def start(threads: int = 4, keepalive: int = 75) -> str:
+    def start(threads: int = 4, keepalive: int = 75, nofile: int | None = None) -> str:
         (tmp_path / "wapp.py").write_text(APP)
         path = str(tmp_path / f"w{len(procs)}.sock")
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-k", "authz.worker.PluginWorker", "-w", "1",
              "--threads", str(threads), "--keep-alive", str(keepalive), "--graceful-timeout", "5",
              "--chdir", str(tmp_path), "-b", f"unix:{path}", "wapp:app", "--log-level", "warning"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+            if nofile else None)
         procs.append(proc)
         for _ in range(100):
             if os.path.exists(path):
@@ -216,3 +219,60 @@ def test_a_stopping_worker_still_answers_a_call_on_an_idle_connection(served):
             data += chunk
         assert data.startswith(b"HTTP/1.1 200") and b"Connection: close" in data
         assert data.endswith(b" 4")
+
+
+def test_a_request_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline(served, monkeypatch):
+    """READ_TIMEOUT bounds the whole request, not each read: a client that sends one byte
+    every so often holds a thread no longer than that."""
+    path = served(threads=1)
+    slow = _connect(path)
+    try:
+        started = time.monotonic()
+        slow.settimeout(30)
+        request = _request(b"x" * 20)
+        closed_after = None
+        for byte in request:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+            time.sleep(0.5)
+            if time.monotonic() - started > 16:
+                break
+        if closed_after is None:
+            slow.settimeout(5)
+            assert slow.recv(100) in (b"",)  # cut off, no answer
+            closed_after = time.monotonic() - started
+        assert closed_after < 15  # READ_TIMEOUT (10 s) from its first byte, not 0.5 s per read
+        with _connect(path) as sock:  # and the one thread serves others again
+            sock.sendall(_request())
+            assert _answers(sock, 1, timeout=5)
+    finally:
+        slow.close()
+
+
+def test_running_out_of_file_descriptors_does_not_kill_the_worker(served):
+    """accept() failing with EMFILE pauses accepting; the worker keeps its connections."""
+    path = served(nofile=64)
+    first = _connect(path)
+    first.sendall(_request())
+    assert _answers(first, 1)
+    pid_before = served.procs[-1].pid
+    many = []
+    try:
+        for _ in range(120):
+            many.append(_connect(path))  # beyond the worker's descriptors: the backlog holds them
+        time.sleep(1.0)
+        first.sendall(_request())          # the worker is alive and answers what it has
+        assert _answers(first, 1)
+    finally:
+        for sock in many:
+            sock.close()
+    time.sleep(1.0)
+    with _connect(path) as sock:           # and accepts again once descriptors are free
+        sock.sendall(_request())
+        assert _answers(sock, 1, timeout=5)
+    first.sendall(_request())
+    assert _answers(first, 1)
+    assert served.procs[-1].pid == pid_before and served.procs[-1].poll() is None
