@@ -104,6 +104,8 @@ class LogSink:
     def __init__(self, path: Path | None, timeout: float = WRITE_TIMEOUT, fd: int | None = None):
         self.path = path
         self.timeout = timeout
+        # (fd, a regular file, its inode, its device), as opened: one stat(2) per line, not three
+        self._opened: tuple[int, bool, int, int] | None = None
         if fd is not None:
             self._fd = fd
         else:
@@ -123,9 +125,10 @@ class LogSink:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                      | os.O_NONBLOCK, 0o600)
         os.set_blocking(fd, True)
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISREG(mode) and mode & 0o007:
-            os.fchmod(fd, stat.S_IMODE(mode) & 0o770)  # never world-readable
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o007:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o770)  # never world-readable
+        self._opened = (fd, stat.S_ISREG(st.st_mode), st.st_ino, st.st_dev)
         return fd
 
     def _local(self, fd: int) -> bool:
@@ -195,7 +198,10 @@ class LogSink:
         if self.path is not None and not rotated:
             self._follow_rotation()
         fd = self._fd
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        opened = self._opened
+        regular = opened[1] if opened is not None and opened[0] == fd \
+            else stat.S_ISREG(os.fstat(fd).st_mode)
+        if not regular:
             done = 0
             while done < len(line):
                 done += os.write(fd, line[done:])
@@ -220,8 +226,13 @@ class LogSink:
         """logrotate (create) renames the file and makes a new one: follow the path."""
         try:
             current = os.stat(self.path)
-            mine = os.fstat(self._fd)
-            if (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+            opened = self._opened
+            if opened is not None and opened[0] == self._fd:
+                mine = opened[2:]
+            else:
+                st = os.fstat(self._fd)
+                mine = (st.st_ino, st.st_dev)
+            if (current.st_ino, current.st_dev) == mine:
                 return
         except FileNotFoundError:
             pass

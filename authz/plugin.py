@@ -17,6 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
 
 from authz import audit, metrics
 from authz.deadline import Deadline
@@ -100,6 +101,8 @@ class Plugin:
         self.seconds = getattr(trust, "decision_seconds", None) or DECISION_SECONDS
         # dockerd's answers kept across decisions while no call could change them.
         self.recall = Recall()
+        self._to_read: SimpleQueue[str] = SimpleQueue()  # containers to read ahead
+        self._reader: threading.Thread | None = None
 
     @classmethod
     def build(cls, config: PluginConfig, bundle=None) -> "Plugin":
@@ -178,22 +181,30 @@ class Plugin:
             self.slots.release()
             return
         try:
-            threading.Thread(target=self._read_container, args=(container_id,),
-                             name="pyauthz-read-ahead", daemon=True).start()
+            if self._reader is None or not self._reader.is_alive():
+                self._reader = threading.Thread(target=self._read_containers,
+                                                name="pyauthz-read-ahead", daemon=True)
+                self._reader.start()
         except RuntimeError:  # no thread to be had: the decisions read it themselves
             self.recall.read_ahead_done("container", container_id)
             self.slots.release()
+            return
+        self._to_read.put(container_id)
 
-    def _read_container(self, container_id: str) -> None:
-        try:
-            stamp = self.recall.stamp()
-            answer = self.docker.inspect_container(container_id, Deadline(READ_AHEAD_SECONDS))
-            self.recall.keep("container", container_id, answer, stamp)
-        except Exception:  # noqa: BLE001 - a read ahead only saves time; decisions read again
-            pass
-        finally:
-            self.recall.read_ahead_done("container", container_id)
-            self.slots.release()
+    def _read_containers(self) -> None:
+        """The read-ahead thread: one container at a time, each holding the slot it was given."""
+        while True:
+            container_id = self._to_read.get()
+            try:
+                stamp = self.recall.stamp()
+                answer = self.docker.inspect_container(container_id,
+                                                       Deadline(READ_AHEAD_SECONDS))
+                self.recall.keep("container", container_id, answer, stamp)
+            except Exception:  # noqa: BLE001 - it only saves time; decisions read again
+                pass
+            finally:
+                self.recall.read_ahead_done("container", container_id)
+                self.slots.release()
 
     def decide(self, call: AuthzRequest) -> Decision:
         """The decision on one call; never raises (a failure is a deny that says why)."""

@@ -17,6 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import orjson
+
 from authz.identity import Identity, IdentityError, from_certificates
 
 IMPLEMENTS = {"Implements": ["authz"]}
@@ -191,9 +193,14 @@ def _identity(doc: Mapping[str, Any], user: str) -> Identity:
 def parse_call(raw: bytes, phase: str) -> AuthzRequest:
     """Read dockerd's JSON call. Raises ProtocolError on anything unreadable."""
     try:
-        doc = json.loads(raw) if raw.strip() else {}
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"the call is not JSON: {exc}") from None
+        # orjson first (strict RFC 8259, several times faster); whatever it refuses is read
+        # by the standard library, which decides (and words) what is and is not JSON here.
+        doc = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(f"the call is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ProtocolError("the call is not a JSON object")
     status = doc.get("ResponseStatusCode")

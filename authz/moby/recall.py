@@ -127,6 +127,7 @@ class Recall:
         # (until, inactive, dockerd's activation it was read in): this worker's
         self._swarm_checked: tuple[float, bool, int] | None = None
         self._ahead = threading.BoundedSemaphore(MAX_READS_AHEAD)
+        self._ahead_here: dict[bytes, threading.Event] = {}  # this worker's reads ahead
 
     # ---- what was true before a read, and what is kept ----
 
@@ -285,13 +286,19 @@ class Recall:
         now (too many in flight in this worker, or the lock was not had)."""
         if not self._ahead.acquire(blocking=False):
             return False
-        if not self._mark_ahead(f"{kind}:{name}".encode(), self.clock() + READ_AHEAD_SECONDS):
+        key = f"{kind}:{name}".encode()
+        if key in self._ahead_here or not self._mark_ahead(key, self.clock() + READ_AHEAD_SECONDS):
             self._ahead.release()
             return False
+        self._ahead_here[key] = threading.Event()
         return True
 
     def read_ahead_done(self, kind: str, name: str) -> None:
-        self._mark_ahead(f"{kind}:{name}".encode(), 0.0)
+        key = f"{kind}:{name}".encode()
+        self._mark_ahead(key, 0.0)
+        event = self._ahead_here.pop(key, None)
+        if event is not None:
+            event.set()
         self._ahead.release()
 
     def _mark_ahead(self, key: bytes, until: float) -> bool:
@@ -318,6 +325,10 @@ class Recall:
         """Wait (at most ``seconds``) while a read ahead of ``kind`` ``name`` is in flight in
         any worker."""
         key, s = f"{kind}:{name}".encode(), self.shared
+        here = self._ahead_here.get(key)
+        if here is not None:  # this worker's own: no polling
+            here.wait(max(0.0, seconds))
+            return
         give_up = self.clock() + max(0.0, seconds)
         while self.clock() < give_up:
             if not s.locked():
@@ -329,7 +340,7 @@ class Recall:
                 s.lock.release()
             if not in_flight:
                 return
-            time.sleep(0.0005)
+            time.sleep(0.0002)
 
     def _allowed(self, docker: Any, deadline: Any) -> bool:
         """Answers are used only from a dockerd known not to be a swarm node (swarm creates,
