@@ -145,8 +145,10 @@ class Plugin:
         # Before dockerd has the answer (and so before it can act on the call): what the
         # call may change of dockerd's state is no longer remembered (authz/moby/recall.py).
         changes = state_changes(decision.endpoint, decision.target)
+        # A response phase closes the change its request phase opened; one that cannot be
+        # read (dockerd resends a failed call with an empty body) closes nothing.
         self.recall.changed(*changes, opens=call.phase == REQUEST_PHASE and decision.allow,
-                            closes=call.phase != REQUEST_PHASE)
+                            closes=call.phase != REQUEST_PHASE and decision.target is not None)
         if decision.endpoint == "container.create" and call.response_status == 201:
             self._read_ahead(call.response_body)
         revision = self.policy.revision

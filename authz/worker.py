@@ -111,7 +111,7 @@ class PluginWorker(base.Worker):
         self._lock = threading.Lock()
         self._connections = 0
         self._lingering = 0
-        self._max_lingering = max(1, self.cfg.threads // 4)
+        self._max_lingering = self.cfg.threads // 4  # none with fewer than 4 threads
         self._idle: dict[_Conn, None] = {}  # waiting on the poller, oldest first
         self._returned: SimpleQueue[_Conn] = SimpleQueue()
         self._accept_paused_until = 0.0

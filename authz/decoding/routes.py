@@ -206,12 +206,12 @@ _CHANGES_CONTAINERS = frozenset({"container.rename", "container.remove", "contai
                                  "network.connect", "network.disconnect"})
 _CHANGES_UNSEEN = ("build.session", "build.grpc", "swarm.", "service.", "node.", "secret.",
                    "config.")
-_FULL_ID = re.compile(r"^[0-9a-f]{64}$")
+_MAYBE_PREFIX = re.compile(r"^[0-9a-f]{1,63}$")
 
 
 def state_changes(endpoint: str | None, target: Target | None = None
                   ) -> tuple[bool, str | None, bool, bool]:
-    """(every container, the one container id, every image, unseen): what a call to
+    """(every container, the one container's full id or name, every image, unseen): what a call to
     ``endpoint`` on ``target`` (None: not known) may change of the state the plugin
     remembers, and whether dockerd may then change state without a call the plugin sees."""
     if endpoint in _READ_ENDPOINTS or endpoint in _CHANGES_NOTHING_KEPT:
@@ -219,7 +219,10 @@ def state_changes(endpoint: str | None, target: Target | None = None
     if endpoint in _CHANGES_ONE_CONTAINER and target is not None:
         route, params = match_route(target.method, target.path)
         name = params.get("name", "") if route is not None and route.endpoint == endpoint else ""
-        if _FULL_ID.match(name):
+        # dockerd finds it by full id, then by name, then by id prefix: a full id or a name is
+        # one container (recall forgets what it kept under that id or that name), anything
+        # that could be a prefix may be any.
+        if name.removeprefix("/") and not _MAYBE_PREFIX.match(name.removeprefix("/")):
             return False, name, False, False
         return True, None, False, False
     if endpoint in _CHANGES_CONTAINERS or endpoint in _CHANGES_ONE_CONTAINER:

@@ -15,10 +15,11 @@ and gives one back only while it is still what dockerd would answer:
 - **Forgotten at every call that could change it**, in its request phase (after its
   decision: dockerd acts only on the answer) and again in its response phase (after dockerd
   acted), as decoding classifies the call (``authz.decoding.routes.state_changes``): a call
-  on one container named by its full id forgets that container; one that names it otherwise,
-  renames, removes or is not known forgets every container; any call that may change images
-  forgets every image. A call that could not be read forgets everything; so does dockerd
-  activating the plugin (it restarted).
+  on one container forgets what was read of the container with that full id or that name (a
+  kept answer is forgotten by a change to its id or to its name); one that names a container
+  by what could be an id prefix, renames, removes or is not known forgets every container;
+  any call that may change images forgets every image. A call that could not be read
+  forgets everything; so does dockerd activating the plugin (it restarted).
 - **Not kept while a change to it is under way**: from a change's allowed request phase to
   its response phase, nothing it may change is kept (dockerd may act on it after the read;
   and if its response phase never comes, because another authorization plugin after this one
@@ -74,12 +75,15 @@ _SEQ, _LAST_CONTAINERS, _LAST_IMAGES, _OFF, _UNSEEN, _OPEN_CONTAINERS, _OPEN_IMA
     _ACTIVATIONS = (i * 8 for i in range(8))
 _PER_CONTAINER = 64                               # the last change of each (hashed) container
 _OPEN_PER_CONTAINER = _PER_CONTAINER + 8 * CONTAINER_COUNTERS  # its changes under way
-_HEADER = struct.Struct("qqqqqq")  # used, stamp, at (ns), length, read ahead until (ns), id counter
+_HEADER = struct.Struct("qqqqqqq")  # used, stamp, at (ns), length, read ahead until (ns),
+#                                       the counters of its id and of its name (+1; 0: none)
 _KEY_LEN = struct.Struct("H")
 
 
-def _counter_of(container_id: str) -> int:
-    return zlib.crc32(container_id.encode()) % CONTAINER_COUNTERS
+def _counter_of(name: str) -> int:
+    """The per-container counter of a full id or a name (without its leading "/": dockerd
+    finds "/web" and "web" alike)."""
+    return zlib.crc32(name.removeprefix("/").encode()) % CONTAINER_COUNTERS
 
 
 class Shared:
@@ -99,7 +103,15 @@ class Shared:
         _Q.pack_into(self.mem, offset, value)
 
     def locked(self) -> bool:
-        return self.lock.acquire(timeout=LOCK_WAIT)
+        """The lock, unless remembering is off or the lock is not had within LOCK_WAIT (a
+        worker died holding it): then remembering is off for good, in every worker, and
+        nothing waits on the lock again."""
+        if self.get(_OFF):
+            return False
+        if self.lock.acquire(timeout=LOCK_WAIT):
+            return True
+        self.put(_OFF, 1)
+        return False
 
     def header(self, slot: int) -> tuple[int, ...]:
         return _HEADER.unpack_from(self.mem, self.headers_at + slot * _HEADER.size)
@@ -146,15 +158,17 @@ class Recall:
         """Remember ``answer`` (read under ``stamp``) if it can only change through the API."""
         if not isinstance(answer, dict) or stamp is None:
             return
-        counter = 0
+        counters = (0, 0)
         if kind == "container":
             state, container_id = answer.get("State"), answer.get("Id")
+            container_name = answer.get("Name")
             if not (isinstance(state, dict) and state.get("Status") == "created"
                     and state.get("Running") is False and isinstance(container_id, str)
-                    and _FULL_ID.match(container_id)) or _MAYBE_PREFIX.match(name):
+                    and _FULL_ID.match(container_id) and isinstance(container_name, str)
+                    and container_name) or _MAYBE_PREFIX.match(name):
                 return
             keys = [name]
-            counter = _counter_of(container_id) + 1
+            counters = (_counter_of(container_id) + 1, _counter_of(container_name) + 1)
         elif kind == "image":
             image_id = answer.get("Id")
             if not isinstance(image_id, str) or not _FULL_IMAGE_ID.match(image_id):
@@ -167,27 +181,27 @@ class Recall:
         except (orjson.JSONEncodeError, TypeError):
             return
         for key in keys:
-            self._store(f"{kind}:{key}".encode(), data, stamp, counter)
+            self._store(f"{kind}:{key}".encode(), data, stamp, counters)
 
-    def _store(self, key: bytes, data: bytes, stamp: int, counter: int) -> None:
+    def _store(self, key: bytes, data: bytes, stamp: int, counters: tuple[int, int]) -> None:
         s = self.shared
         if 2 + len(key) + len(data) > s.slot_bytes or not s.locked():
             return
         try:
             # A change to it under way (allowed, not yet answered): dockerd may act on it
             # after this read, and its response phase may never come.
-            if counter:
-                if s.get(_OPEN_CONTAINERS) > 0 or \
-                        s.get(_OPEN_PER_CONTAINER + 8 * (counter - 1)) > 0:
+            if counters[0]:
+                if s.get(_OPEN_CONTAINERS) > 0 or any(
+                        s.get(_OPEN_PER_CONTAINER + 8 * (c - 1)) > 0 for c in counters):
                     return
             elif s.get(_OPEN_IMAGES) > 0:
                 return
             slot = zlib.crc32(key) % s.slots
             at = s.data_at + slot * s.slot_bytes
+            ahead = s.header(slot)[4] if s.key_at(slot) == key else 0  # before overwriting
             _KEY_LEN.pack_into(s.mem, at, len(key))
             s.mem[at + 2:at + 2 + len(key) + len(data)] = key + data
-            ahead = s.header(slot)[4] if s.key_at(slot) == key else 0
-            s.set_header(slot, 1, stamp, int(self.clock() * 1e9), len(data), ahead, counter)
+            s.set_header(slot, 1, stamp, int(self.clock() * 1e9), len(data), ahead, *counters)
         finally:
             s.lock.release()
 
@@ -208,7 +222,7 @@ class Recall:
             return None
         try:
             slot = zlib.crc32(key) % s.slots
-            used, stamp, at_ns, length, _, counter = s.header(slot)
+            used, stamp, at_ns, length, _, *counters = s.header(slot)
             if not used or s.key_at(slot) != key:
                 return None
             if self.clock() - at_ns / 1e9 > self.ttl:
@@ -216,7 +230,7 @@ class Recall:
             last = s.get(_LAST_CONTAINERS if kind == "container" else _LAST_IMAGES)
             if last > stamp:
                 return None
-            if counter and s.get(_PER_CONTAINER + 8 * (counter - 1)) > stamp:
+            if any(c and s.get(_PER_CONTAINER + 8 * (c - 1)) > stamp for c in counters):
                 return None
             begin = s.data_at + slot * s.slot_bytes + 2 + len(key)
             return s.mem[begin:begin + length]
@@ -314,7 +328,7 @@ class Recall:
                 at = s.data_at + slot * s.slot_bytes
                 _KEY_LEN.pack_into(s.mem, at, len(key))
                 s.mem[at + 2:at + 2 + len(key)] = key
-                header = [0, 0, 0, 0, 0, 0]
+                header = [0] * 7
             header[4] = int(until * 1e9) if until else 0
             s.set_header(slot, *header)
             return True
@@ -328,6 +342,8 @@ class Recall:
         here = self._ahead_here.get(key)
         if here is not None:  # this worker's own: no polling
             here.wait(max(0.0, seconds))
+            return
+        if s.get(_OFF) or s.get(_UNSEEN):
             return
         give_up = self.clock() + max(0.0, seconds)
         while self.clock() < give_up:

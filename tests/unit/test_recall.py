@@ -414,3 +414,105 @@ def test_a_read_ahead_is_made_only_with_a_free_lookup_slot(plugin_and_docker):
         pass
     _created(plugin)
     assert reads_of(docker, "container") == 0
+
+
+# Red team (round 2) findings, as regressions.
+
+HEX_NAME = "0123456789abcdef" * 4   # a valid container *name* of 64 hex digits
+PIDS_AT_START = """
+  - id: start-needs-pids-limit
+    effect: deny
+    match:
+      fact: pids-limit
+      values: [unset]
+      endpoints: [container.start]
+    message: containers started must keep a pids limit
+    fix: keep --pids-limit
+    reference: test
+"""
+
+
+def _policy_with(tmp_path, edit):
+    import shutil
+
+    d = tmp_path / "pol"
+    shutil.copytree(SHIPPED, d)
+    text = (d / "rules.yaml").read_text()
+    edited = edit(text)
+    assert edited != text
+    (d / "rules.yaml").write_text(edited)
+    return d
+
+
+@pytest.mark.parametrize("named_by", ["id", "hex name", "name"])
+def test_a_change_to_a_container_named_by_a_64_hex_name_is_seen(tmp_path, named_by):
+    """dockerd finds a path name by full id, then by name: a change naming a container by a
+    name of 64 hex digits must forget what was kept under its real id."""
+    other = "d" * 64
+    kept = container()
+    kept["Id"], kept["Name"] = other, "/" + (HEX_NAME if named_by != "name" else "web")
+    kept["HostConfig"]["PidsLimit"] = 100
+    docker = Dockerd(containers={other: kept, HEX_NAME: kept, "web": kept})
+    pol = _policy_with(tmp_path, lambda t: t.replace("\nrules:\n", "\nrules:\n" + PIDS_AT_START, 1))
+    plugin = Plugin(Policy.load(pol), None, docker, logger=Events(), threads=4)
+    plugin.recall = Recall(Shared(slots=16))
+    assert plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{other}/attach"))["Allow"]
+    name = {"id": other, "hex name": HEX_NAME, "name": "web"}[named_by]
+    change(plugin, "POST", f"/v1.41/containers/{name}/update", {"PidsLimit": -1})
+    kept["HostConfig"]["PidsLimit"] = -1          # dockerd acted on it
+    answer = plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{other}/start"))
+    assert docker.reads[("container", other)] == 2 and answer["Allow"] is False
+
+
+def test_a_response_phase_that_cannot_be_read_closes_no_change(tmp_path):
+    """dockerd resends a call that failed on a closed connection with an empty body: that
+    must not end the protection of a change still under way."""
+    pol = _policy_with(tmp_path, lambda t: t.replace("id: run-as-root\n    effect: audit",
+                                                     "id: run-as-root\n    effect: deny"))
+    docker = Dockerd(images={"busybox": image(IMAGE_A, user="1000")})
+    plugin = Plugin(Policy.load(pol), None, docker, logger=Events(), threads=4)
+    plugin.recall = Recall(Shared(slots=16))
+    pull = ("POST", "/v1.41/images/create?fromImage=busybox&tag=latest")
+    assert plugin.handle(REQUEST_PHASE, req(*pull))["Allow"]
+    plugin.handle(RESPONSE_PHASE, b"")
+    create = ("POST", "/v1.41/containers/create", {"Image": "busybox"})
+    assert plugin.handle(REQUEST_PHASE, req(*create))["Allow"]
+    docker.images["busybox"] = image(IMAGE_B, user="")   # the pull lands: a root image
+    assert plugin.handle(REQUEST_PHASE, req(*create))["Allow"] is False
+
+
+def test_after_a_dead_lock_holder_reads_cost_nothing_extra(monkeypatch):
+    import time as time_module
+
+    import authz.moby.recall as recall_module
+
+    monkeypatch.setattr(recall_module, "LOCK_WAIT", 0.2)
+    shared = Shared(slots=16)
+    child = multiprocessing.get_context("fork").Process(target=_die_holding_the_lock,
+                                                        args=(shared,))
+    child.start()
+    child.join(10)
+    recall, docker = Recall(shared), Dockerd(containers={CID: container()})
+    recall.stamp()                       # the first wait for the lock: off from now on
+    started = time_module.monotonic()
+    for _ in range(5):
+        assert recall.stamp() is None
+        recall.wait_for_read_ahead("container", CID, 1.0)
+        assert recall.lookup("container", CID, docker, None) is None
+        recall.changed(True, None, True)
+    assert time_module.monotonic() - started < 0.1
+
+
+def test_a_read_ahead_mark_never_carries_over_to_another_key():
+    shared = Shared(slots=1)             # every key in the same slot
+    recall = Recall(shared)
+    assert recall.reading_ahead("container", CID)
+    recall.keep("image", "busybox", image(IMAGE_A), recall.stamp())
+    recall.read_ahead_done("container", CID)
+    other = Recall(shared)               # another worker: it would poll the shared mark
+    import time as time_module
+
+    started = time_module.monotonic()
+    other.wait_for_read_ahead("image", IMAGE_A, 1.0)  # the slot now holds the image by id
+    other.wait_for_read_ahead("image", "nosuch", 1.0)
+    assert time_module.monotonic() - started < 0.1
