@@ -142,29 +142,37 @@ class Plugin:
             decision.refuse("protocol", str(exc), "Report this to the pyauthz maintainers.")
         else:
             decision = self.decide(call)
-        # Before dockerd has the answer (and so before it can act on the call): what the
-        # call may change of dockerd's state is no longer remembered (authz/moby/recall.py).
-        changes = state_changes(decision.endpoint, decision.target)
-        # A response phase closes the change its request phase opened; one that cannot be
-        # read (dockerd resends a failed call with an empty body) closes nothing.
-        self.recall.changed(*changes, opens=call.phase == REQUEST_PHASE and decision.allow,
-                            closes=call.phase != REQUEST_PHASE and decision.target is not None)
-        if decision.endpoint == "container.create" and call.response_status == 201:
-            self._read_ahead(call.response_body)
         revision = self.policy.revision
+        refused = None
         try:
             self.logger.info("decision", **audit.decision_event(call, decision, revision))
         except audit.LogUnavailable as exc:
             # A decision that cannot be logged is not made: auditors must see every one.
             # (The sink reports the cause itself, at most every 10 s.)
-            metrics.decided(decision, started, logged=False)
-            return answer(False, f"pyauthz: the decision log cannot be written ({exc}); denying")
+            refused = answer(False, f"pyauthz: the decision log cannot be written ({exc}); denying")
         except Exception:  # noqa: BLE001 - whatever the fault, the decision is not made
             log.error("cannot write the decision log:\n%s", traceback.format_exc())
-            metrics.decided(decision, started, logged=False)
-            return answer(False, "pyauthz: the decision log cannot be written; denying")
-        metrics.decided(decision, started)
-        return answer(decision.allow, decision.message(revision))
+            refused = answer(False, "pyauthz: the decision log cannot be written; denying")
+        self._note_changes(call, decision, allowed=decision.allow and refused is None)
+        metrics.decided(decision, started, logged=refused is None)
+        return refused or answer(decision.allow, decision.message(revision))
+
+    def _note_changes(self, call: AuthzRequest, decision: Decision, allowed: bool) -> None:
+        """Before dockerd has the answer (and so before it can act on the call): what the
+        call may change of dockerd's state is no longer remembered (authz/moby/recall.py).
+        A response phase closes the change its allowed request phase opened; one that
+        cannot be read (dockerd resends a failed call with an empty body) closes nothing.
+        If this fails, nothing is remembered from then on."""
+        try:
+            changes = state_changes(decision.endpoint, decision.target)
+            self.recall.changed(*changes, opens=call.phase == REQUEST_PHASE and allowed,
+                                closes=call.phase != REQUEST_PHASE and decision.target is not None)
+            if decision.endpoint == "container.create" and call.response_status == 201:
+                self._read_ahead(call.response_body)
+        except Exception:  # noqa: BLE001 - never a reason to answer otherwise; only to forget
+            log.error("cannot record what the call changes; remembering nothing from now "
+                      "on:\n%s", traceback.format_exc())
+            self.recall.turn_off()
 
     def _read_ahead(self, response_body: bytes | None) -> None:
         """A container was just created: read it now, while the client sends its attach and

@@ -276,6 +276,10 @@ class Recall:
         finally:
             s.lock.release()
 
+    def turn_off(self) -> None:
+        """Remember nothing from now on, in every worker."""
+        self.shared.put(_OFF, 1)
+
     def forget_all(self) -> None:
         """dockerd (re)activated the plugin: nothing read before counts, no change of its
         previous run is under way, and every worker asks again whether it is a swarm node."""

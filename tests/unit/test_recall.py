@@ -516,3 +516,38 @@ def test_a_read_ahead_mark_never_carries_over_to_another_key():
     other.wait_for_read_ahead("image", IMAGE_A, 1.0)  # the slot now holds the image by id
     other.wait_for_read_ahead("image", "nosuch", 1.0)
     assert time_module.monotonic() - started < 0.1
+
+
+def test_a_failure_to_record_a_change_turns_remembering_off_and_answers_as_decided(
+        plugin_and_docker, monkeypatch):
+    plugin, docker = plugin_and_docker
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shared memory gone")
+
+    monkeypatch.setattr(plugin.recall, "changed", broken)
+    answer = plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/update",
+                                              {"CpuShares": 2}))
+    assert answer["Allow"] is True                  # the decision stands
+    monkeypatch.undo()
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 2    # nothing remembered is used any more
+
+
+def test_a_change_answered_deny_because_it_could_not_be_logged_opens_nothing(plugin_and_docker):
+    from authz import audit
+
+    plugin, docker = plugin_and_docker
+
+    class Failing:
+        def info(self, *args, **kwargs):
+            raise audit.LogUnavailable("disk full")
+
+    logger, plugin.logger = plugin.logger, Failing()
+    answer = plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/images/load"))
+    assert answer["Allow"] is False
+    plugin.logger = logger
+    for _ in range(2):  # images can still be remembered: nothing is under way
+        plugin.handle(REQUEST_PHASE, req("POST", "/v1.41/containers/create", {"Image": "busybox"}))
+    assert docker.reads[("image", "busybox")] == 1
