@@ -80,10 +80,15 @@ _HEADER = struct.Struct("qqqqqqq")  # used, stamp, at (ns), length, read ahead u
 _KEY_LEN = struct.Struct("H")
 
 
+def _key(kind: str, name: str) -> bytes:
+    """A slot's key: any string, lone surrogates included, is one key of its own."""
+    return f"{kind}:{name}".encode("utf-8", "surrogatepass")
+
+
 def _counter_of(name: str) -> int:
     """The per-container counter of a full id or a name (without its leading "/": dockerd
     finds "/web" and "web" alike)."""
-    return zlib.crc32(name.removeprefix("/").encode()) % CONTAINER_COUNTERS
+    return zlib.crc32(name.removeprefix("/").encode("utf-8", "surrogatepass")) % CONTAINER_COUNTERS
 
 
 class Shared:
@@ -181,7 +186,7 @@ class Recall:
         except (orjson.JSONEncodeError, TypeError):
             return
         for key in keys:
-            self._store(f"{kind}:{key}".encode(), data, stamp, counters)
+            self._store(_key(kind, key), data, stamp, counters)
 
     def _store(self, key: bytes, data: bytes, stamp: int, counters: tuple[int, int]) -> None:
         s = self.shared
@@ -207,7 +212,7 @@ class Recall:
 
     def lookup(self, kind: str, name: str, docker: Any, deadline: Any) -> dict | None:
         """The remembered answer for ``kind`` ``name``, or None (read it)."""
-        data = self._fetch(f"{kind}:{name}".encode(), kind)
+        data = self._fetch(_key(kind, name), kind)
         if data is None or not self._allowed(docker, deadline):
             return None
         try:
@@ -304,7 +309,7 @@ class Recall:
         now (too many in flight in this worker, or the lock was not had)."""
         if not self._ahead.acquire(blocking=False):
             return False
-        key = f"{kind}:{name}".encode()
+        key = _key(kind, name)
         if key in self._ahead_here or not self._mark_ahead(key, self.clock() + READ_AHEAD_SECONDS):
             self._ahead.release()
             return False
@@ -312,7 +317,7 @@ class Recall:
         return True
 
     def read_ahead_done(self, kind: str, name: str) -> None:
-        key = f"{kind}:{name}".encode()
+        key = _key(kind, name)
         self._mark_ahead(key, 0.0)
         event = self._ahead_here.pop(key, None)
         if event is not None:
@@ -342,7 +347,7 @@ class Recall:
     def wait_for_read_ahead(self, kind: str, name: str, seconds: float) -> None:
         """Wait (at most ``seconds``) while a read ahead of ``kind`` ``name`` is in flight in
         any worker."""
-        key, s = f"{kind}:{name}".encode(), self.shared
+        key, s = _key(kind, name), self.shared
         here = self._ahead_here.get(key)
         if here is not None:  # this worker's own: no polling
             here.wait(max(0.0, seconds))
