@@ -556,10 +556,11 @@ def test_a_change_answered_deny_because_it_could_not_be_logged_opens_nothing(plu
 def test_names_that_are_not_valid_utf_8_are_keys_like_any_other(plugin_and_docker):
     plugin, docker = plugin_and_docker
     odd = "web\udc80"                 # a path escape dockerd decodes to a byte that is not UTF-8
-    docker.containers[odd] = container()
+    named = {**container(), "Name": "/" + odd}
+    docker.containers[odd] = named
     for _ in range(2):
         assert plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach"))
-    plugin.recall.keep("container", odd, container(), plugin.recall.stamp())
+    plugin.recall.keep("container", odd, named, plugin.recall.stamp())
     assert plugin.recall.lookup("container", odd, docker, None)["Id"] == CID
     plugin.recall.changed(False, odd, False)
     assert plugin.recall.lookup("container", odd, docker, None) is None
