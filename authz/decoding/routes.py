@@ -220,9 +220,11 @@ def state_changes(endpoint: str | None, target: Target | None = None
         route, params = match_route(target.method, target.path)
         name = params.get("name", "") if route is not None and route.endpoint == endpoint else ""
         # dockerd finds it by full id, then by name, then by id prefix: a full id or a name is
-        # one container (recall forgets what it kept under that id or that name), anything
-        # that could be a prefix may be any.
-        if name.removeprefix("/") and not _MAYBE_PREFIX.match(name.removeprefix("/")):
+        # one container (recall forgets what it kept under that id or that name); anything
+        # that could be a prefix may be any, and so may a legacy link's alias ("web/db" is
+        # the container linked as db into web: a name of its own in dockerd's registry).
+        bare = name.removeprefix("/")
+        if bare and "/" not in bare and not _MAYBE_PREFIX.match(bare):
             return False, name, False, False
         return True, None, False, False
     if endpoint in _CHANGES_CONTAINERS or endpoint in _CHANGES_ONE_CONTAINER:

@@ -10,8 +10,9 @@ and gives one back only while it is still what dockerd would answer:
 - **Only what changes through the API alone.** A container in state ``created`` (it has
   never run, so nothing but an API call can change or remove it: a running one can exit and
   be auto-removed unseen), by the exact name or full id it was read by (never by what could
-  be an id prefix: a new container can make a prefix ambiguous); an image by the exact name
-  it was read by and by its full id. Never "no such object", never an error.
+  be an id prefix: a new container can make a prefix ambiguous; nor by a legacy link's
+  alias, "web/db"); an image by the exact name it was read by and by its full id. Never "no
+  such object", never an error.
 - **Forgotten at every call that could change it**, in its request phase (after its
   decision: dockerd acts only on the answer) and again in its response phase (after dockerd
   acted), as decoding classifies the call (``authz.decoding.routes.state_changes``): a call
@@ -170,8 +171,9 @@ class Recall:
             if not (isinstance(state, dict) and state.get("Status") == "created"
                     and state.get("Running") is False and isinstance(container_id, str)
                     and _FULL_ID.match(container_id) and isinstance(container_name, str)
-                    and container_name) or _MAYBE_PREFIX.match(name):
-                return
+                    and container_name) or _MAYBE_PREFIX.match(name) \
+                    or "/" in name.removeprefix("/"):
+                return  # never by what could be an id prefix, or a link's alias
             keys = [name]
             counters = (_counter_of(container_id) + 1, _counter_of(container_name) + 1)
         elif kind == "image":

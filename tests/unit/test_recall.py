@@ -570,3 +570,24 @@ def test_names_that_are_not_valid_utf_8_never_fail_a_decision(plugin_and_docker)
     recall.read_ahead_done("container", odd)
     recall.keep("container", "web", {**container(), "Name": "/web"}, recall.stamp())
     assert recall.lookup("container", "web", docker, None)["Name"] == "/web"
+
+
+@pytest.mark.parametrize("action,body", [("update", {"PidsLimit": -1}), ("kill", None),
+                                         ("stop", None), ("pause", None), ("unpause", None)])
+def test_a_change_through_a_link_alias_forgets_every_container(plugin_and_docker, action, body):
+    """dockerd registers "/bb/al" as a name of the container linked into bb as al: a call to
+    /containers/bb/al/... acts on that container (red team, round 3)."""
+    plugin, docker = plugin_and_docker
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/attach?stream=1"))
+    change(plugin, "POST", f"/v1.41/containers/bb/al/{action}", body)
+    plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{CID}/start"))
+    assert docker.reads[("container", CID)] == 2
+
+
+def test_an_answer_read_through_a_link_alias_is_not_kept(plugin_and_docker):
+    plugin, docker = plugin_and_docker
+    recall = plugin.recall
+    recall.keep("container", "bb/al", container(), recall.stamp())
+    recall.keep("container", "/bb/al", container(), recall.stamp())
+    assert recall.lookup("container", "bb/al", docker, None) is None
+    assert recall.lookup("container", "/bb/al", docker, None) is None
