@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import queue
 import re
@@ -45,7 +46,20 @@ def _serialize(event: dict[str, Any], **kwargs: Any) -> bytes:
     try:
         return orjson.dumps(event, default=str)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(event, separators=(",", ":"), default=str, ensure_ascii=True).encode()
+        return json.dumps(_finite(event), separators=(",", ":"), default=str,
+                          ensure_ascii=True).encode()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite as null, as orjson writes it (the
+    standard library would write a bare NaN, which is not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 # A decision waits at most this long for its log line to be written; then it is a deny.

@@ -150,3 +150,19 @@ def test_local_files_are_written_directly_and_a_fifo_is_handed_off(tmp_path):
         assert not sink._direct
     finally:
         os.close(reader)
+
+
+def test_every_rendered_line_is_json_whatever_the_values():
+    """orjson renders the line; what it refuses (a lone surrogate, an integer beyond 64 bits)
+    falls back to the standard library, and neither writes a bare NaN."""
+    import json as json_module
+    import math
+
+    from authz.audit import _serialize
+
+    for event in ({"a": "\udc80", "b": float("nan")}, {"c": [float("inf"), 1.5], "d": 10**30},
+                  {"e": float("-inf")}, {"f": b"bytes", "g": object()}):
+        line = _serialize(event)
+        parsed = json_module.loads(line)
+        assert all(not (isinstance(v, float) and not math.isfinite(v)) for v in parsed.values())
+        assert b"NaN" not in line and b"Infinity" not in line
