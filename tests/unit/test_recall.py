@@ -297,16 +297,21 @@ def test_one_workers_answer_serves_another():
     assert Recall(shared).lookup("container", CID, docker, None)["Id"] == CID
 
 
-def test_a_worker_that_died_holding_the_lock_turns_remembering_off_without_a_hang(monkeypatch):
+def _shared_with_a_dead_lock_holder(monkeypatch, wait: float) -> Shared:
+    """Shared memory whose lock a forked worker took and died holding."""
     import authz.moby.recall as recall_module
 
-    monkeypatch.setattr(recall_module, "LOCK_WAIT", 0.1)
+    monkeypatch.setattr(recall_module, "LOCK_WAIT", wait)
     shared = Shared(slots=16)
     child = multiprocessing.get_context("fork").Process(target=_die_holding_the_lock,
                                                         args=(shared,))
     child.start()
     child.join(10)
-    recall = Recall(shared)
+    return shared
+
+
+def test_a_worker_that_died_holding_the_lock_turns_remembering_off_without_a_hang(monkeypatch):
+    recall = Recall(_shared_with_a_dead_lock_holder(monkeypatch, 0.1))
     assert recall.stamp() is None                   # not known: nothing is kept
     recall.changed(True, None, True)                 # not counted: off, for good
     docker = Dockerd(containers={CID: container()})
@@ -484,14 +489,7 @@ def test_a_response_phase_that_cannot_be_read_closes_no_change(tmp_path):
 def test_after_a_dead_lock_holder_reads_cost_nothing_extra(monkeypatch):
     import time as time_module
 
-    import authz.moby.recall as recall_module
-
-    monkeypatch.setattr(recall_module, "LOCK_WAIT", 0.2)
-    shared = Shared(slots=16)
-    child = multiprocessing.get_context("fork").Process(target=_die_holding_the_lock,
-                                                        args=(shared,))
-    child.start()
-    child.join(10)
+    shared = _shared_with_a_dead_lock_holder(monkeypatch, 0.2)
     recall, docker = Recall(shared), Dockerd(containers={CID: container()})
     recall.stamp()                       # the first wait for the lock: off from now on
     started = time_module.monotonic()
