@@ -62,8 +62,9 @@ def print_header(info: dict, servers: list[Server], args) -> None:
     """The lines that open a run: machine, servers, workload, policy."""
     print(f"pyauthz bench: {info['date']}, commit {info['commit']}, {info['nproc']} CPUs, "
           f"Python {info['python']}; "
-          f"gunicorn gthread, workers x threads: "
-          f"{', '.join(f'{x.name} {x.config}' for x in servers)}; {args.client} client; "
+          f"gunicorn workers x threads (worker class): "
+          f"{', '.join(f'{x.name} {x.config} ({x.worker_class})' for x in servers)}; "
+          f"{args.client} client; "
           f"{args.rounds} rounds x ({args.warmup:g} s warm-up + {args.duration:g} s)", flush=True)
     print(f"workload: {info['calls_per_session']} calls per session (docker run, docker ps, "
           f"denied docker run --privileged), {args.sessions} distinct sessions", flush=True)

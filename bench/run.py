@@ -57,12 +57,12 @@ def option_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", default="1,8", help="client counts (default 1,8)")
     p.add_argument("--rounds", type=int, default=3,
                    help="measurements per server and concurrency; medians reported (3)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn workers, both servers (2)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers, every server (2)")
     p.add_argument("--threads", type=int, default=32,
-                   help="threads per worker, both (32, as pyauthz serve ships)")
+                   help="threads per worker, every server (32, as pyauthz serve ships)")
     p.add_argument("--servers", default="floor,pyauthz",
                    help="comma list of KIND or KIND@WORKERSxTHREADS, KIND one of floor, "
-                        "pyauthz, pyauthz-devnull (default floor,pyauthz). Ratios compare "
+                        "floor-pw, pyauthz, pyauthz-devnull (default floor,pyauthz). Ratios compare "
                         "each server with the floor of the same WxT, else with the first "
                         "server; repeating one (floor,floor) measures the noise")
     p.add_argument("--policy", default=SHIPPED_POLICY_DIR,

@@ -63,6 +63,8 @@ class Server:
         self.socket = os.path.join(tmp, f"{safe}.sock")
         self.log = os.path.join(tmp, f"{safe}.stderr")
         self.checks_denies = SERVER_KINDS[kind][1]
+        # gthread for the floor (a naive Flask plugin), pyauthz's own for the rest
+        self.worker_class = "gthread" if kind == "floor" else "PluginWorker"
         self.decision_log: str | None = None
         self.standin_argv: list[str] | None = None
         common = ["--socket", self.socket, "--workers", str(workers), "--threads", str(threads)]
