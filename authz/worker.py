@@ -11,8 +11,9 @@ main thread's poller as in gthread (closed after ``keepalive`` seconds). gunicor
 everything else: the arbiter, reloads, the HTTP parser, the WSGI environ and the response.
 
 Bounded whatever a client does: at most ``worker_connections`` connections per worker, a
-request must arrive whole within ``READ_TIMEOUT`` once it has begun, a fresh connection holds
-a thread for at most ``FIRST_DATA_WAIT`` before it waits on the poller instead. A stopping
+request must arrive whole within ``READ_TIMEOUT`` once it has begun, a new connection whose
+first request has not arrived yet waits on the poller (no thread) and is closed if it sends
+nothing for ``READ_TIMEOUT``. A stopping
 worker (reload, stop) answers calls on its idle connections for ``STOP_LINGER`` more seconds.
 """
 
@@ -37,8 +38,6 @@ from gunicorn.workers import base
 
 # A thread that answered a call waits this long on its connection for the next one.
 LINGER = 1.0
-# A connection just accepted holds a thread this long for its first bytes, then the poller.
-FIRST_DATA_WAIT = 0.1
 # Once a request has begun, all of it must arrive within this many seconds.
 READ_TIMEOUT = 10.0
 # Out of file descriptors (EMFILE...): stop accepting for this long, then try again.
@@ -189,7 +188,12 @@ class PluginWorker(base.Worker):
         with self._lock:
             self._connections += 1
         conn = _Conn(sock, addr, listener.getsockname())
-        self._pool.submit(self._serve, conn, True)
+        if _readable(sock, 0):
+            self._pool.submit(self._serve, conn)
+        else:  # its first request is not here yet: wait for it on the poller, not a thread
+            conn.deadline = time.monotonic() + READ_TIMEOUT
+            self._idle[conn] = None
+            self._poller.register(sock, selectors.EVENT_READ, partial(self._on_data, conn))
 
     def _on_wake(self, fd) -> None:
         try:
@@ -209,13 +213,14 @@ class PluginWorker(base.Worker):
     def _on_data(self, conn: _Conn, _sock) -> None:
         self._poller.unregister(conn.sock)
         del self._idle[conn]
-        self._pool.submit(self._serve, conn, False)
+        self._pool.submit(self._serve, conn)
 
     def _expire(self, now: float) -> None:
-        """Close connections idle past their deadline (oldest first)."""
+        """Close connections idle past their deadline (keep-alive, or a first request that
+        never came)."""
         for conn in list(self._idle):
             if conn.deadline > now:
-                break
+                continue
             del self._idle[conn]
             self._poller.unregister(conn.sock)
             self._closed(conn)
@@ -243,12 +248,9 @@ class PluginWorker(base.Worker):
 
     # ---- the pool's threads: one connection, call after call ----
 
-    def _serve(self, conn: _Conn, fresh: bool) -> None:
+    def _serve(self, conn: _Conn) -> None:
         """Answer calls on ``conn`` while they keep coming; then hand it back or close it."""
         try:
-            if fresh and not _readable(conn.sock, FIRST_DATA_WAIT):
-                self._give_back(conn)
-                return
             while self._handle(conn):
                 if conn.buffered():
                     continue

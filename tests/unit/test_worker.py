@@ -113,7 +113,7 @@ def test_pipelined_calls_are_all_answered_in_order(served):
 def test_a_connection_silent_at_first_and_after_lingering_is_still_served(served):
     path = served(threads=2)
     with _connect(path) as sock:
-        time.sleep(0.3)  # past FIRST_DATA_WAIT: it waits on the poller, not on a thread
+        time.sleep(0.3)  # silent at first: it waits on the poller, not on a thread
         sock.sendall(_request())
         assert _answers(sock, 1)
         time.sleep(1.3)  # past LINGER: handed back to the poller
@@ -276,3 +276,29 @@ def test_running_out_of_file_descriptors_does_not_kill_the_worker(served):
     first.sendall(_request())
     assert _answers(first, 1)
     assert served.procs[-1].pid == pid_before and served.procs[-1].poll() is None
+
+
+def test_silent_new_connections_hold_no_thread(served):
+    """Connections that send nothing wait on the poller: a real call is answered at once even
+    with many of them open and one thread."""
+    path = served(threads=1)
+    silent = [_connect(path) for _ in range(50)]
+    try:
+        time.sleep(0.3)
+        with _connect(path) as sock:
+            started = time.monotonic()
+            sock.sendall(_request())
+            assert _answers(sock, 1, timeout=5)
+            assert time.monotonic() - started < 1.0
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_a_new_connection_that_never_sends_is_closed(served):
+    path = served()
+    with _connect(path) as sock:
+        sock.settimeout(20)
+        started = time.monotonic()
+        assert sock.recv(100) == b""
+        assert 9 < time.monotonic() - started < 15  # READ_TIMEOUT (10 s)
