@@ -139,3 +139,29 @@ def test_a_null_body_is_gos_zero_value_not_a_refusal():
     decision = plugin.decide(call)
     assert decision.endpoint == "image.commit"
     assert not any(v.rule.startswith("request-") for v in decision.violations)
+
+
+def test_decision_ids_differ_across_forked_workers_and_survive_random_seed():
+    """Ids come from their own generator, reseeded from the OS in every forked worker: a
+    worker (or a library) seeding ``random`` does not make two workers repeat them."""
+    import multiprocessing
+    import random
+
+    from authz.decision import new_decision_id
+
+    def ids(queue):
+        random.seed(1)
+        queue.put([new_decision_id() for _ in range(50)])
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    children = [ctx.Process(target=ids, args=(queue,)) for _ in range(2)]
+    for child in children:
+        child.start()
+    got = [queue.get(timeout=10) for _ in children]
+    for child in children:
+        child.join(10)
+    random.seed(1)
+    mine = [new_decision_id() for _ in range(50)]
+    assert len(set(got[0]) | set(got[1]) | set(mine)) == 150
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in mine)
