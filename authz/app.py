@@ -7,7 +7,9 @@ HTTP 200 with the plugin's JSON answer; an unknown path or method is answered wi
 from __future__ import annotations
 
 import json
+from functools import partial
 
+import orjson
 from flask import Flask, Response, request
 
 from authz.plugin import Plugin, PluginConfig
@@ -20,6 +22,26 @@ def _json(payload: dict, status: int = 200) -> Response:
 
 
 _AUTHZ_PATHS = {"/AuthZPlugin.AuthZReq": REQUEST_PHASE, "/AuthZPlugin.AuthZRes": RESPONSE_PHASE}
+
+
+def encode_answer(payload: dict) -> bytes:
+    """The answer's JSON (orjson; the standard library for what orjson refuses, such as a
+    lone surrogate in a message quoting the request)."""
+    try:
+        return orjson.dumps(payload)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(payload).encode()
+
+
+def answer_call(plugin: Plugin, phase: str, raw: bytes) -> bytes:
+    """dockerd's call (its raw body) → the answer's JSON bytes."""
+    return encode_answer(plugin.handle(phase, raw))
+
+
+def plugin_calls(plugin: Plugin) -> dict:
+    """The two per-call paths, each as a function of the raw body to the answer's JSON: what
+    pyauthz's worker (authz.worker) answers without WSGI, for POSTs to these exact paths."""
+    return {path: partial(answer_call, plugin, phase) for path, phase in _AUTHZ_PATHS.items()}
 
 
 class AuthzRoutes:
@@ -36,7 +58,7 @@ class AuthzRoutes:
         phase = _AUTHZ_PATHS.get(environ.get("PATH_INFO", ""))
         if phase is None or environ.get("REQUEST_METHOD") != "POST":
             return self.flask_wsgi(environ, start_response)
-        body = json.dumps(self.plugin.handle(phase, _read_body(environ))).encode()
+        body = answer_call(self.plugin, phase, _read_body(environ))
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(body)))])
         return [body]
@@ -73,6 +95,8 @@ def create_app(config: PluginConfig, bundle=None) -> Flask:
     # dockerd's per-call routes bypass Flask (the routes below stay for the test client's
     # sake and for any WSGI server that calls app.full_dispatch_request directly).
     app.wsgi_app = AuthzRoutes(plugin, app.wsgi_app)
+    # ... and pyauthz's own worker answers them without building a WSGI request at all.
+    app.plugin_calls = plugin_calls(plugin)
 
     @app.post("/AuthZPlugin.AuthZReq")
     def authz_request() -> Response:

@@ -19,6 +19,7 @@ worker (reload, stop) answers calls on its idle connections for ``STOP_LINGER`` 
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import os
 import select
@@ -47,6 +48,18 @@ ACCEPT_PAUSE = 0.5
 # it would make dockerd send the call again with an empty body (its plugin client retries
 # with the buffer the first attempt drained: moby pkg/plugins/client.go), which is a deny.
 STOP_LINGER = 2.0
+
+
+_date = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header's value (RFC 9110), made once a second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
 
 
 class _Reading:
@@ -114,8 +127,15 @@ class PluginWorker(base.Worker):
         self._idle: dict[_Conn, None] = {}  # waiting on the poller, oldest first
         self._returned: SimpleQueue[_Conn] = SimpleQueue()
         self._accept_paused_until = 0.0
+        self._calls: dict = {}
 
     # ---- the main thread: accept, and wait on idle connections ----
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        # POSTs to these exact paths are answered by calling the function with the raw body
+        # (authz.app.plugin_calls); every other request goes through WSGI.
+        self._calls = dict(getattr(self.wsgi, "plugin_calls", None) or {})
 
     def init_process(self) -> None:
         self._pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="pyauthz")
@@ -301,17 +321,39 @@ class PluginWorker(base.Worker):
             return False
 
     def _respond(self, req, conn: _Conn) -> bool:
+        call = self._calls.get(req.path) if req.method == "POST" else None
+        if call is not None and not req.query and not req.fragment:
+            return self._answer(req, conn, call)
+        return self._respond_wsgi(req, conn)
+
+    def _answer(self, req, conn: _Conn, call) -> bool:
+        """One of the app's ``plugin_calls`` (dockerd's per-call paths): the raw body to the
+        function, its JSON answer back, without a WSGI request or response."""
+        self._count_request()
+        out = call(req.body.read())
+        close = req.should_close() or not self.alive or not self.cfg.keepalive
+        head = (f"HTTP/{req.version[0]}.{req.version[1]} 200 OK\r\nDate: {_http_date()}\r\n"
+                f"Connection: {'close' if close else 'keep-alive'}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(out)}\r\n\r\n")
+        conn.sock.settimeout(READ_TIMEOUT)  # writing the answer: at most this long
+        conn.sock.sendall(head.encode("latin-1") + out)
+        return not close
+
+    def _count_request(self) -> None:
+        self.nr += 1
+        if self.nr >= self.max_requests:
+            self.log.info("Autorestarting worker after current request.")
+            self.alive = False
+            self._wake()
+
+    def _respond_wsgi(self, req, conn: _Conn) -> bool:
         environ, resp = {}, None
         try:
             self.cfg.pre_request(self, req)
             started = datetime.now()
             resp, environ = wsgi.create(req, conn.sock, conn.addr, conn.server, self.cfg)
             environ["wsgi.multithread"] = True
-            self.nr += 1
-            if self.nr >= self.max_requests:
-                self.log.info("Autorestarting worker after current request.")
-                self.alive = False
-                self._wake()
+            self._count_request()
             if not self.alive or not self.cfg.keepalive:
                 resp.force_close()
             body = self.wsgi(environ, resp.start_response)
