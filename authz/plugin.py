@@ -26,7 +26,7 @@ from authz.decoding import Lookups, RequestRefused, decode, route_of, state_chan
 from authz.decoding.lookups import DECISION_SECONDS
 from authz.moby.client import DockerClient
 from authz.moby.ids import is_full_id
-from authz.moby.recall import READ_AHEAD_SECONDS, Recall
+from authz.moby.recall import MAX_READS_AHEAD, READ_AHEAD_SECONDS, Recall
 from authz.identity import Identity
 from authz.policy.engine import Policy
 from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
@@ -102,7 +102,11 @@ class Plugin:
         # dockerd's answers kept across decisions while no call could change them.
         self.recall = Recall()
         self._to_read: SimpleQueue[str] = SimpleQueue()  # containers to read ahead
-        self._reader: threading.Thread | None = None
+        # The read-ahead threads (made when needed, at most one per read ahead in flight),
+        # and how many of them wait for work.
+        self._readers: list[threading.Thread] = []
+        self._readers_idle = 0
+        self._readers_lock = threading.Lock()
 
     @classmethod
     def build(cls, config: PluginConfig, bundle=None) -> "Plugin":
@@ -191,18 +195,29 @@ class Plugin:
             self.slots.release()
             return
         try:
-            if self._reader is None or not self._reader.is_alive():
-                self._reader = threading.Thread(target=self._read_containers,
-                                                name="pyauthz-read-ahead", daemon=True)
-                self._reader.start()
+            self._reader_for_one()
         except RuntimeError:  # no thread to be had: the decisions read it themselves
             self.recall.read_ahead_done("container", container_id)
             self.slots.release()
             return
         self._to_read.put(container_id)
 
+    def _reader_for_one(self) -> None:
+        """A read-ahead thread free for one more container: one that waits, or a new one
+        (at most MAX_READS_AHEAD, the most ever in flight: reads ahead run side by side)."""
+        with self._readers_lock:
+            self._readers = [t for t in self._readers if t.is_alive()]
+            if self._readers_idle > 0 or len(self._readers) >= MAX_READS_AHEAD:
+                self._readers_idle -= 1 if self._readers_idle > 0 else 0
+                return
+            thread = threading.Thread(target=self._read_containers,
+                                      name="pyauthz-read-ahead", daemon=True)
+            thread.start()
+            self._readers.append(thread)
+
     def _read_containers(self) -> None:
-        """The read-ahead thread: one container at a time, each holding the slot it was given."""
+        """A read-ahead thread: one container after another, each holding the slot it was
+        given."""
         while True:
             container_id = self._to_read.get()
             try:
@@ -213,6 +228,8 @@ class Plugin:
             except Exception:  # noqa: BLE001 - it only saves time; decisions read again
                 pass
             finally:
+                with self._readers_lock:  # counted free before a new read ahead can come
+                    self._readers_idle += 1
                 self.recall.read_ahead_done("container", container_id)
                 self.slots.release()
 

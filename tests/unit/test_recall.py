@@ -4,6 +4,7 @@ never where dockerd changes state unseen. Issue 11."""
 
 import base64
 import json
+import threading
 import multiprocessing
 import os
 from collections import Counter
@@ -419,6 +420,33 @@ def test_a_read_ahead_is_made_only_with_a_free_lookup_slot(plugin_and_docker):
         pass
     _created(plugin)
     assert reads_of(docker, "container") == 0
+
+
+def test_reads_ahead_run_side_by_side(tmp_path):
+    """Containers created together are read ahead together, not one after another: each
+    read here waits until the others are in flight too."""
+    ids = [f"{i:064x}" for i in range(1, 4)]
+    in_flight = threading.Barrier(len(ids), timeout=5)
+
+    class Slow(Dockerd):
+        def inspect_container(self, name, deadline):
+            in_flight.wait()  # raises BrokenBarrierError (no answer kept) if read one by one
+            return super().inspect_container(name, deadline)
+
+    docker = Slow(containers={i: {**container(), "Id": i} for i in ids})
+    plugin = Plugin(Policy.load(SHIPPED), None, docker, logger=Events(), threads=16)
+    plugin.recall = Recall(Shared(slots=16))
+    for cid in ids:
+        plugin.handle(RESPONSE_PHASE, call("response", "POST", "/v1.41/containers/create",
+                                           {"Image": "busybox"}, status=201,
+                                           response=json.dumps({"Id": cid}).encode()))
+    for cid in ids:
+        plugin.recall.wait_for_read_ahead("container", cid, 5.0)
+    assert [docker.reads[("container", cid)] for cid in ids] == [1, 1, 1]
+    for cid in ids:  # each answer was kept: the attach reads nothing more
+        plugin.handle(REQUEST_PHASE, req("POST", f"/v1.41/containers/{cid}/attach?stream=1"))
+    assert [docker.reads[("container", cid)] for cid in ids] == [1, 1, 1]
+    assert len(plugin._readers) == len(ids)
 
 
 # Red team (round 2) findings, as regressions.
