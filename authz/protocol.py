@@ -35,16 +35,24 @@ class Headers(Mapping[str, str]):
     """A read-only header map looked up case-insensitively (dockerd sends Go's canonical
     names, ``Content-Type``; a crafted or future sender may not)."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_raw", "_index")
 
     def __init__(self, raw: Mapping[str, Any] | None):
-        self._items: dict[str, tuple[str, str]] = {}
-        for key, value in (raw or {}).items():
-            if not isinstance(key, str):
-                continue
-            if isinstance(value, list):  # tolerate a multi-valued form
-                value = value[0] if value else ""
-            self._items[key.lower()] = (key, value if isinstance(value, str) else str(value))
+        self._raw = raw or {}
+        self._index: dict[str, tuple[str, str]] | None = None  # made when first read
+
+    @property
+    def _items(self) -> dict[str, tuple[str, str]]:
+        if self._index is None:
+            items: dict[str, tuple[str, str]] = {}
+            for key, value in self._raw.items():
+                if not isinstance(key, str):
+                    continue
+                if isinstance(value, list):  # tolerate a multi-valued form
+                    value = value[0] if value else ""
+                items[key.lower()] = (key, value if isinstance(value, str) else str(value))
+            self._index = items
+        return self._index
 
     def __getitem__(self, key: str) -> str:
         return self._items[key.lower()][1]

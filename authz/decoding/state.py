@@ -21,7 +21,6 @@ fails refuses the request.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from authz.deadline import DeadlineExceeded
@@ -34,7 +33,7 @@ from authz.decoding.plugins import plugin_privilege_facts, plugin_setting_facts
 from authz.moby import views
 from authz.moby.client import DockerError
 from authz.moby.daemon import cached_daemon_paths
-from authz.moby.gojson import GoObject, loads
+from authz.moby.gojson import GoObject, from_parsed
 from authz.moby.ids import is_full_id
 
 # Objects one decision may read through dockerd (each read also comes back through this
@@ -123,7 +122,7 @@ def _without_added_label(facts: list[Fact], host_config: dict) -> list[Fact]:
 
 def _as_request(host_config: dict) -> GoObject:
     """A stored HostConfig, read like a request's (the same checks run on it)."""
-    return loads(json.dumps(host_config).encode())
+    return from_parsed(host_config)
 
 
 class DockerState:

@@ -54,6 +54,10 @@ def go_fold(key: str) -> str:
     return _go_fold_cached(key) if len(key) <= 64 else key.translate(_FOLD)
 
 
+# Struct field names the plugin asks for, folded (they are the plugin's own constants).
+_FIELD_NAMES: dict[str, str] = {}
+
+
 class GoObject:
     """A JSON object, kept as its ordered (key, value) pairs."""
 
@@ -73,7 +77,13 @@ class GoObject:
 
     def field(self, name: str, where: str) -> Any:
         """The value of struct field ``name`` (None when absent or null)."""
-        found = self._fields().get(go_fold(name))
+        index = self._index if self._index is not None else self._fields()
+        folded = _FIELD_NAMES.get(name)
+        if folded is None:
+            folded = go_fold(name)
+            if len(_FIELD_NAMES) < 1024:  # the plugin's own field names, a few hundred
+                _FIELD_NAMES[name] = folded
+        found = index.get(folded)
         if not found:
             return None
         if len(found) > 1:
@@ -117,6 +127,17 @@ def loads(body: bytes) -> Any:
     except ValueError as exc:
         raise InvalidJSON(f"the body is not valid JSON: {exc}",
                           "Send one valid JSON document.") from None
+
+
+def from_parsed(value: Any) -> Any:
+    """A value already parsed from JSON (dicts), as ``loads`` would give it (GoObjects, in
+    the same order): for dockerd's own answers, without writing them out and reading them
+    back."""
+    if isinstance(value, dict):
+        return GoObject([(k, from_parsed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return [from_parsed(v) for v in value]
+    return value
 
 
 def _too_many(where: str, name: str, count: int) -> InvalidJSON:

@@ -1,8 +1,12 @@
 """JSON bodies read with Go encoding/json's rules."""
 
-import pytest
+import json
 
-from authz.moby.gojson import InvalidJSON
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from authz.moby.gojson import GoObject, InvalidJSON, from_parsed
 from authz.moby.gojson import (get_bool, get_map, get_obj, get_str, get_strings, go_fold,
                                    loads)
 
@@ -78,3 +82,25 @@ def test_unreadable_bodies_are_refused(body):
     with pytest.raises(InvalidJSON) as info:
         loads(body)
     assert not info.value.ambiguous
+
+
+def _pairs(value):
+    """A parsed value with its GoObjects as lists of pairs (comparable)."""
+    if isinstance(value, GoObject):
+        return ("obj", [(k, _pairs(v)) for k, v in value.pairs])
+    if isinstance(value, list):
+        return [_pairs(v) for v in value]
+    return value
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=30)
+
+
+@given(_JSON_VALUES)
+def test_from_parsed_gives_what_loads_gives(value):
+    """dockerd's answers, already parsed, are read by the checks exactly as a body would be."""
+    assert _pairs(from_parsed(value)) == _pairs(loads(json.dumps(value).encode()))
