@@ -61,17 +61,25 @@ _FIELD_NAMES: dict[str, str] = {}
 class GoObject:
     """A JSON object, kept as its ordered (key, value) pairs."""
 
-    __slots__ = ("pairs", "_index")
+    __slots__ = ("pairs", "_index", "_twice")
 
     def __init__(self, pairs: list[tuple[str, Any]]):
         self.pairs = pairs
-        self._index: dict[str, list[tuple[str, Any]]] | None = None
+        self._index: dict[str, tuple[str, Any]] | None = None
+        self._twice: dict[str, list[tuple[str, Any]]] | None = None  # keys given twice
 
-    def _fields(self) -> dict[str, list[tuple[str, Any]]]:
+    def _fields(self) -> dict[str, tuple[str, Any]]:
+        """Folded key → its (key, value); made on the first lookup."""
         if self._index is None:
-            index: dict[str, list[tuple[str, Any]]] = {}
-            for key, value in self.pairs:
-                index.setdefault(go_fold(key), []).append((key, value))
+            # Go folds ASCII letters only (and the Kelvin and long-s signs, non-ASCII): an
+            # ASCII key folds as str.lower() does.
+            folded = [k.lower() if k.isascii() else k.translate(_FOLD) for k, _ in self.pairs]
+            index = dict(zip(folded, self.pairs))
+            if len(index) != len(self.pairs):
+                twice: dict[str, list[tuple[str, Any]]] = {}
+                for key, pair in zip(folded, self.pairs):
+                    twice.setdefault(key, []).append(pair)
+                self._twice = {k: v for k, v in twice.items() if len(v) > 1}
             self._index = index
         return self._index
 
@@ -84,15 +92,16 @@ class GoObject:
             if len(_FIELD_NAMES) < 1024:  # the plugin's own field names, a few hundred
                 _FIELD_NAMES[name] = folded
         found = index.get(folded)
-        if not found:
+        if found is None:
             return None
-        if len(found) > 1:
-            keys = ", ".join(repr(k) for k, _ in found)
+        if self._twice is not None and folded in self._twice:
+            given = self._twice[folded]
+            keys = ", ".join(repr(k) for k, _ in given)
             raise InvalidJSON(
-                f"{_join(where, name)} is given {len(found)} times ({keys}); Go matches keys "
+                f"{_join(where, name)} is given {len(given)} times ({keys}); Go matches keys "
                 "case-insensitively, so the plugin cannot know which one dockerd would use",
                 f"Send {name!r} once.", ambiguous=True)
-        return found[0][1]
+        return found[1]
 
     def as_map(self) -> dict[str, Any]:
         """As a Go ``map[string]T``: exact keys, the last duplicate wins."""

@@ -104,3 +104,11 @@ _JSON_VALUES = st.recursive(
 def test_from_parsed_gives_what_loads_gives(value):
     """dockerd's answers, already parsed, are read by the checks exactly as a body would be."""
     assert _pairs(from_parsed(value)) == _pairs(loads(json.dumps(value).encode()))
+
+
+@given(st.text())
+def test_a_key_folds_the_same_with_or_without_the_ascii_shortcut(key):
+    """GoObject folds ASCII keys with str.lower(): the same as Go's fold (go_fold)."""
+    obj = GoObject([(key, 1)])
+    assert obj.field(key.upper() if key.isascii() else key, "") == 1
+    assert (key.lower() if key.isascii() else go_fold(key)) == go_fold(key)
