@@ -7,8 +7,10 @@ pool's queue before a thread reads it: measured, that hand-over was more than ha
 call cost end to end (an allow-all Flask app: ~470 µs per call, ~216 µs without it). Here the thread
 that answered a call waits on the same connection for the next one, for at most ``LINGER``
 seconds, and only a quarter of the threads may wait so; an idle connection goes back to the
-main thread's poller as in gthread (closed after ``keepalive`` seconds). gunicorn still does
-everything else: the arbiter, reloads, the HTTP parser, the WSGI environ and the response.
+main thread's poller as in gthread (closed after ``keepalive`` seconds). The app's
+``plugin_calls`` (dockerd's two per-call paths, ``authz.app``) are answered without WSGI: the
+raw body to a function, its JSON back in one write. gunicorn still does everything else: the
+arbiter, reloads, the HTTP parser, and the WSGI environ and response of every other request.
 
 Bounded whatever a client does: at most ``worker_connections`` connections per worker, a
 request must arrive whole within ``READ_TIMEOUT`` once it has begun, a new connection whose

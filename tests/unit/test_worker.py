@@ -24,6 +24,14 @@ APP = textwrap.dedent('''
 ''')
 
 
+# The app's plugin_calls (as authz.app makes them): answered by the worker without WSGI.
+APP_CALLS = textwrap.dedent('''
+    def _direct(body):
+        return f"direct {threading.get_ident()} {len(body)}".encode()
+    app.plugin_calls = {"/AuthZPlugin.AuthZReq": _direct}
+''')
+
+
 def _request(body: bytes = b"x", close: bool = False) -> bytes:
     head = "POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost: plugin\r\n"
     if close:
@@ -58,8 +66,9 @@ def served(tmp_path):
     returns the socket path."""
     procs = []
 
-    def start(threads: int = 4, keepalive: int = 75, nofile: int | None = None) -> str:
-        (tmp_path / "wapp.py").write_text(APP)
+    def start(threads: int = 4, keepalive: int = 75, nofile: int | None = None,
+              calls: bool = False) -> str:
+        (tmp_path / "wapp.py").write_text(APP + (APP_CALLS if calls else ""))
         path = str(tmp_path / f"w{len(procs)}.sock")
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-k", "authz.worker.PluginWorker", "-w", "1",
@@ -302,3 +311,54 @@ def test_a_new_connection_that_never_sends_is_closed(served):
         started = time.monotonic()
         assert sock.recv(100) == b""
         assert 9 < time.monotonic() - started < 15  # READ_TIMEOUT (10 s)
+
+
+def _answer_with_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head and body of the next response on ``sock``."""
+    sock.settimeout(10)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0]
+                 .split(b":")[1])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    assert len(rest) == length, "no bytes may follow the answer"
+    return head, rest
+
+
+def test_the_apps_plugin_calls_are_answered_without_wsgi(served):
+    path = served(calls=True)
+    with _connect(path) as sock:
+        threads = set()
+        for i in range(20):
+            sock.sendall(_request(b"q" * i))
+            head, body = _answer_with_head(sock)
+            word, ident, length = body.split()
+            assert (word, int(length)) == (b"direct", i)
+            threads.add(ident)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            for header in (b"Connection: keep-alive", b"Content-Type: application/json",
+                           b"Date: "):
+                assert header in head
+        assert len(threads) == 1
+        # Anything but a POST to exactly a listed path goes through WSGI.
+        for request in (_request().replace(b"AuthZReq HTTP", b"AuthZReq?x=1 HTTP"),
+                        _request().replace(b"AuthZReq", b"AuthZRes"),
+                        _request().replace(b"POST", b"PUT")):
+            sock.sendall(request)
+            assert not _answer_with_head(sock)[1].startswith(b"direct")
+
+
+def test_a_plugin_call_reads_a_chunked_body_and_honours_connection_close(served):
+    path = served(calls=True)
+    with _connect(path) as sock:
+        sock.sendall(b"POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost: p\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        assert _answer_with_head(sock)[1].split()[2] == b"5"
+        sock.sendall(_request(b"xyz", close=True))
+        head, body = _answer_with_head(sock)
+        assert b"Connection: close" in head and body.split()[2] == b"3"
+        sock.settimeout(5)
+        assert sock.recv(100) == b""
