@@ -79,9 +79,11 @@ _add_policy_group()
 @click.option("--policy", "policy_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Policy directory (default: /etc/pyauthz/policies when it "
                                  "exists, else the policy shipped in the package).")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-@click.option("--threads", default=32, show_default=True, type=click.IntRange(1, 256),
-              help="Threads per worker.")
+@click.option("--workers", default=ServeOptions.workers, show_default=True,
+              type=click.IntRange(1, 64), help="Worker processes (twice the cores of the "
+                                               "2-vCPU host measured: bench/README.md).")
+@click.option("--threads", default=ServeOptions.threads, show_default=True,
+              type=click.IntRange(1, 256), help="Threads per worker.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the decision log here (JSON lines) instead of stdout.")
 @click.option("--docker-host", default="unix:///var/run/docker.sock", show_default=True,

@@ -44,7 +44,7 @@ class PluginConfig:
     docker_host: str | None = "unix:///var/run/docker.sock"
     # Threads serving each worker. Decisions that wait on dockerd (whose reads come back
     # through this plugin) may hold at most a quarter of them (decoding/lookups.py).
-    threads: int = 32
+    threads: int = 16
     # The socket the plugin serves (its directory is protected from binds, as are the
     # policy directory, the decision log's directory and dockerd's socket).
     socket_path: str | None = None

@@ -140,8 +140,11 @@ def forget_foreign_listeners() -> None:
 @dataclass
 class ServeOptions:
     socket_path: str = DEFAULT_SOCKET
-    workers: int = 2
-    threads: int = 32
+    # Python decides with one lock per process (the GIL): with more processes than cores,
+    # fewer threads wait on each one (bench at 8 clients on 2 vCPUs: 2 x 32 made 0.69x the
+    # floor's decisions/s, 4 x 16 0.76-0.82x; bench/README.md).
+    workers: int = 4
+    threads: int = 16
     # gunicorn's worker class: pyauthz's own (authz/worker.py); the benchmark's floor also
     # runs under gunicorn's gthread, as a naive Flask plugin would.
     worker_class: str = "authz.worker.PluginWorker"

@@ -9,7 +9,7 @@ on one kept-alive connection, replaying the plugin calls of a recorded
 concurrency, and pyauthz / floor. From the repo root:
 
     python3 -m bench.run                             # 1 and 8 clients, 3 rounds of 5 s
-    python3 -m bench.run --concurrency 1,8 --duration 5 --rounds 3 --workers 2 --threads 32
+    python3 -m bench.run --concurrency 1,8 --duration 5 --rounds 3 --servers floor,pyauthz@2x32
     python3 -m bench.run --servers floor,pyauthz,pyauthz-devnull --json out.json
 
 Rounds alternate the order of the servers, and figures are medians over rounds, so
@@ -36,6 +36,12 @@ from bench.measure import measure
 from bench.paths import REPO_ROOT, SHIPPED_POLICY_DIR
 from bench.servers import SERVER_KINDS, Server, ServerSpec
 
+from authz.serve import ServeOptions
+
+# Issue 11's floor: a naive Flask plugin that allows everything, under gunicorn's gthread
+# with 2 workers x 32 threads.
+FLOOR_CONFIG = (2, 32)
+
 
 def core_available() -> str | None:
     """None if `python -m authz serve` can run, else why not."""
@@ -57,9 +63,13 @@ def option_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", default="1,8", help="client counts (default 1,8)")
     p.add_argument("--rounds", type=int, default=3,
                    help="measurements per server and concurrency; medians reported (3)")
-    p.add_argument("--workers", type=int, default=2, help="gunicorn workers, every server (2)")
-    p.add_argument("--threads", type=int, default=32,
-                   help="threads per worker, every server (32, as pyauthz serve ships)")
+    p.add_argument("--workers", type=int, default=None,
+                   help=f"gunicorn workers, every server (default: the floor {FLOOR_CONFIG[0]}, "
+                        f"as issue 11's naive Flask plugin; the others {ServeOptions.workers}, "
+                        "as pyauthz serve ships)")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"threads per worker, every server (default: the floor "
+                        f"{FLOOR_CONFIG[1]}; the others {ServeOptions.threads})")
     p.add_argument("--servers", default="floor,pyauthz",
                    help="comma list of KIND or KIND@WORKERSxTHREADS, KIND one of floor, "
                         "floor-pw, pyauthz, pyauthz-devnull (default floor,pyauthz). Ratios compare "
@@ -90,12 +100,15 @@ def option_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_server_spec(p: argparse.ArgumentParser, spec: str, workers: int,
-                      threads: int) -> ServerSpec:
+def parse_server_spec(p: argparse.ArgumentParser, spec: str, workers: int | None,
+                      threads: int | None) -> ServerSpec:
     """One KIND or KIND@WORKERSxTHREADS of --servers (exits on a bad one)."""
     kind, _, config = spec.partition("@")
     if kind not in SERVER_KINDS:
         p.error(f"unknown server {kind!r}; choose from {', '.join(SERVER_KINDS)}")
+    default = FLOOR_CONFIG if kind == "floor" else (ServeOptions.workers, ServeOptions.threads)
+    workers = default[0] if workers is None else workers
+    threads = default[1] if threads is None else threads
     if config:
         try:
             workers, threads = (int(x) for x in config.lower().split("x"))

@@ -74,10 +74,10 @@ class GoObject:
             # Go folds ASCII letters only (and the Kelvin and long-s signs, non-ASCII): an
             # ASCII key folds as str.lower() does.
             folded = [k.lower() if k.isascii() else k.translate(_FOLD) for k, _ in self.pairs]
-            index = dict(zip(folded, self.pairs))
+            index = dict(zip(folded, self.pairs, strict=True))
             if len(index) != len(self.pairs):
                 twice: dict[str, list[tuple[str, Any]]] = {}
-                for key, pair in zip(folded, self.pairs):
+                for key, pair in zip(folded, self.pairs, strict=True):
                     twice.setdefault(key, []).append(pair)
                 self._twice = {k: v for k, v in twice.items() if len(v) > 1}
             self._index = index
