@@ -13,7 +13,7 @@ raw body to a function, its JSON back in one write. gunicorn still does everythi
 arbiter, reloads, the HTTP parser, and the WSGI environ and response of every other request.
 
 Bounded whatever a client does: at most ``worker_connections`` connections per worker, a
-request must arrive whole within ``READ_TIMEOUT`` once it has begun, a new connection whose
+request must arrive whole within ``READ_TIMEOUT`` (+ ``TIMEOUT_SLACK``) once it has begun, a new connection whose
 first request has not arrived yet waits on the poller (no thread) and is closed if it sends
 nothing for ``READ_TIMEOUT``. A stopping
 worker (reload, stop) answers calls on its idle connections for ``STOP_LINGER`` more seconds.
@@ -43,6 +43,9 @@ from gunicorn.workers import base
 LINGER = 1.0
 # Once a request has begun, all of it must arrive within this many seconds.
 READ_TIMEOUT = 10.0
+# A read of a request may wait this much past the request's deadline (the socket's timeout
+# is changed only when it would otherwise wait longer: a system call each time).
+TIMEOUT_SLACK = 0.5
 # Out of file descriptors (EMFILE...): stop accepting for this long, then try again.
 ACCEPT_PAUSE = 0.5
 # A stopping worker (a reload, a stop) keeps its idle connections this long, and answers a
@@ -66,20 +69,29 @@ def _http_date() -> str:
 
 class _Reading:
     """The connection's socket as gunicorn's parser reads it: every read of one request ends
-    by the request's deadline (not each read by itself: a client that sends a byte at a time
-    must not hold a thread longer than ``READ_TIMEOUT`` in all). Writes go to the socket."""
+    by the request's deadline, give or take ``TIMEOUT_SLACK`` (not each read by itself: a
+    client that sends a byte at a time must not hold a thread longer than ``READ_TIMEOUT`` in
+    all). Writes go to the socket."""
 
-    __slots__ = ("sock", "deadline")
+    __slots__ = ("sock", "deadline", "timeout")
 
     def __init__(self, sock: socket.socket):
         self.sock, self.deadline = sock, 0.0
+        self.timeout: float | None = None  # the socket's, as last set here
 
     def recv(self, size: int, *flags) -> bytes:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise socket.timeout("the request did not arrive in time")
-        self.sock.settimeout(left)
+        if self.timeout is None or left + TIMEOUT_SLACK < self.timeout:
+            self.set_timeout(left)  # a slow request: no read may wait past its deadline
         return self.sock.recv(size, *flags)
+
+    def set_timeout(self, seconds: float) -> None:
+        """The socket's timeout (each change is a system call: made only when it changes)."""
+        if seconds != self.timeout:
+            self.sock.settimeout(seconds)
+            self.timeout = seconds
 
     def __getattr__(self, name: str):
         return getattr(self.sock, name)
@@ -337,7 +349,7 @@ class PluginWorker(base.Worker):
         head = (f"HTTP/{req.version[0]}.{req.version[1]} 200 OK\r\nDate: {_http_date()}\r\n"
                 f"Connection: {'close' if close else 'keep-alive'}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(out)}\r\n\r\n")
-        conn.sock.settimeout(READ_TIMEOUT)  # writing the answer: at most this long
+        conn.reading.set_timeout(READ_TIMEOUT)  # writing the answer: at most this long
         conn.sock.sendall(head.encode("latin-1") + out)
         return not close
 
@@ -359,7 +371,7 @@ class PluginWorker(base.Worker):
             if not self.alive or not self.cfg.keepalive:
                 resp.force_close()
             body = self.wsgi(environ, resp.start_response)
-            conn.sock.settimeout(READ_TIMEOUT)  # writing the answer: at most this long
+            conn.reading.set_timeout(READ_TIMEOUT)  # writing the answer: at most this long
             try:
                 for chunk in body:
                     resp.write(chunk)
