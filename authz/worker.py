@@ -13,9 +13,9 @@ raw body to a function, its JSON back in one write. gunicorn still does everythi
 arbiter, reloads, the HTTP parser, and the WSGI environ and response of every other request.
 
 Bounded whatever a client does: at most ``worker_connections`` connections per worker, a
-request must arrive whole within ``READ_TIMEOUT`` (+ ``TIMEOUT_SLACK``) once it has begun, a new connection whose
-first request has not arrived yet waits on the poller (no thread) and is closed if it sends
-nothing for ``READ_TIMEOUT``. A stopping
+request must arrive whole within ``READ_TIMEOUT`` (+ ``TIMEOUT_SLACK``) once it has begun, a
+new connection whose first request has not arrived yet waits on the poller (no thread) and is
+closed if it sends nothing for ``READ_TIMEOUT``. A stopping
 worker (reload, stop) answers calls on its idle connections for ``STOP_LINGER`` more seconds.
 """
 

@@ -35,6 +35,10 @@ from authz.trust.result import TrustResult, display_reference
 MAX_INDEX_CHILDREN = 16
 
 
+class NeedsRegistry(Exception):
+    """An offline check (``LocalImageTrust.check(offline=True)``) must ask a registry."""
+
+
 class LocalImageTrust:
     """Judges the local image dockerd resolves a reference to."""
 
@@ -45,8 +49,10 @@ class LocalImageTrust:
         self.remote = remote
         self.cache = cache
 
-    def check(self, reference: str, deadline: Deadline) -> TrustResult:
-        """Container create or start: verify the local image ``reference`` resolves to."""
+    def check(self, reference: str, deadline: Deadline, offline: bool = False) -> TrustResult:
+        """Container create or start: verify the local image ``reference`` resolves to.
+        ``offline``: raise ``NeedsRegistry`` where a registry would be asked (the check is
+        then made again on the pool: ``service.py``); dockerd is read either way."""
         shown = display_reference(reference)
         if not reference or not isinstance(reference, str):
             return TrustResult.bad_reference(shown, found="no image named", fix="name an image")
@@ -78,7 +84,7 @@ class LocalImageTrust:
                 str(ref.with_default_tag()) if ref else shown,
                 found="no such local image: dockerd refuses the create, and the client's pull "
                       "is checked on its own")
-        return self._judge(views.Image.of(info), ref, shown, deadline)
+        return self._judge(views.Image.of(info), ref, shown, deadline, offline)
 
     def _reader(self, deadline: Deadline):
         """What the local image is read through: the decision's reads when the deadline
@@ -89,7 +95,7 @@ class LocalImageTrust:
         return self.docker
 
     def _judge(self, image: views.Image, ref: Reference | None, shown: str,
-               deadline: Deadline) -> TrustResult:
+               deadline: Deadline, offline: bool) -> TrustResult:
         """The image as the name dockerd found it by, or else as any name it has."""
         if not image.id:
             # dockerd always sends the id; an answer without one is not judged.
@@ -99,12 +105,12 @@ class LocalImageTrust:
         repo_tags = _parse_all(image.repo_tags)
         if ref is not None and _resolved_by_name(ref, repo_tags, repo_digests):
             return self._run_as(ref.with_default_tag().favor_digest(), image, repo_digests,
-                                deadline)
-        return self._run_as_any_name(image, repo_digests, repo_tags, shown, deadline)
+                                deadline, offline)
+        return self._run_as_any_name(image, repo_digests, repo_tags, shown, deadline, offline)
 
     def _run_as_any_name(self, image: views.Image, repo_digests: list[Reference],
                          repo_tags: list[Reference], shown: str,
-                         deadline: Deadline) -> TrustResult:
+                         deadline: Deadline, offline: bool) -> TrustResult:
         """An image id (or id prefix): as trusted as the best of the names it has."""
         names: list[Reference] = []
         seen = set()
@@ -121,7 +127,7 @@ class LocalImageTrust:
                 expected="an image pulled from a registry with a valid signature")
         denies = []
         for name in names:
-            result = self._run_as(name, image, repo_digests, deadline, shown=shown)
+            result = self._run_as(name, image, repo_digests, deadline, offline, shown=shown)
             if result.allowed:
                 return result
             denies.append(result)
@@ -129,7 +135,7 @@ class LocalImageTrust:
         return replace(denies[0], reference=shown, found=found, image_id=image.id)
 
     def _run_as(self, name: Reference, image: views.Image, repo_digests: list[Reference],
-                deadline: Deadline, shown: str | None = None) -> TrustResult:
+                deadline: Deadline, offline: bool, shown: str | None = None) -> TrustResult:
         """The local image judged as ``name``: its digests from that repository, verified."""
         shown = shown or str(name)
         req = self.policy.requirement_for(name)
@@ -149,11 +155,11 @@ class LocalImageTrust:
                 fix=f"pull the signed image: docker pull {repo.repository}@sha256:... (or the "
                     f"tag); or accept it unsigned with `- {{pattern: {repo.repository}, reason: "
                     f"...}}` under {self.policy.where_exceptions}")
-        return self._match_signed(repo, digests, image, req, shown, expected, deadline)
+        return self._match_signed(repo, digests, image, req, shown, expected, deadline, offline)
 
     def _match_signed(self, repo: Reference, digests: list[str], image: views.Image,
                       req: Requirement, shown: str, expected: str,
-                      deadline: Deadline) -> TrustResult:
+                      deadline: Deadline, offline: bool) -> TrustResult:
         """Allowed when one of ``digests`` vouches for the image with a valid signature."""
         reasons: list[str] = []
         last_outcome = None
@@ -164,6 +170,8 @@ class LocalImageTrust:
             hit = self.cache.get(run_key)
             if hit is not None:
                 return _signed(shown, hit, image.id, expected, req, cached=True)
+            if offline:  # nothing cached for this digest: a registry must be asked
+                raise NeedsRegistry(repo.repository)
             try:
                 candidates, why = self._signed_candidates(repo, digest, image, deadline)
                 if not candidates:

@@ -8,8 +8,10 @@
 
 Every check ends within the decision's deadline: the caller's (what is left of its budget),
 or else its own of the policy's ``timeouts.decision`` (4 s by default). Registry and dockerd
-calls are bounded by it, and the check runs on a small pool so that the caller's wait is
-bounded even if a socket misbehaves. Anything unexpected denies.
+calls are bounded by it, and every check that asks a registry runs on a small pool so that
+the caller's wait is bounded even if a socket misbehaves (a run check the policy or the
+cache decides is judged on the caller's thread: it only reads dockerd, as decoding does).
+Anything unexpected denies.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from authz.deadline import Deadline, DeadlineExceeded
 from authz.moby.client import DockerClient
 from authz.trust.cache import TTLCache
 from authz.trust.credentials import credentials_mode_warning, load_credentials
-from authz.trust.local import LocalImageTrust
+from authz.trust.local import LocalImageTrust, NeedsRegistry
 from authz.trust.policy import ACCEPT, TrustPolicy
 from authz.trust.policyfile import load_policy
 from authz.trust.registry import RegistryClient
@@ -109,8 +111,19 @@ class ImageTrust:
         """Container create (or start): verify the local image dockerd resolves
         ``reference`` to (the create's ``Image`` string exactly, or an image id). With the
         decision's reads as ``deadline`` (``authz.moby.reads.DecisionReads``), an image the
-        decision has read already is not read again."""
-        return self._bounded(reference, deadline, lambda left: self._local.check(reference, left))
+        decision has read already is not read again.
+
+        Judged on the calling thread while no registry must be asked (the policy decides by
+        name, or the signature was verified within the cache's TTL: dockerd is read through
+        the decision's reads, bounded by its deadline, as decoding reads it); else the whole
+        check is made again on the pool."""
+        if deadline is None:
+            deadline = Deadline(self.policy.timeouts.decision)
+        try:
+            return _guarded(reference, lambda: self._local.check(reference, deadline, offline=True))
+        except NeedsRegistry:
+            return self._bounded(reference, deadline,
+                                 lambda left: self._local.check(reference, left))
 
     # ------------------------------------------------------------------ bounding
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -128,22 +141,26 @@ class ImageTrust:
         if deadline is None:
             deadline = Deadline(self.policy.timeouts.decision)
 
-        def run() -> TrustResult:
-            """The check; a deadline reached or an exception is a denial."""
-            try:
-                return check(deadline)
-            except DeadlineExceeded as exc:
-                return _error(reference, str(exc))
-            except Exception as exc:
-                log.exception("image trust check failed")
-                return _error(reference, f"internal error ({type(exc).__name__}: {exc})")
-
-        future = self._executor().submit(run)
+        future = self._executor().submit(_guarded, reference, lambda: check(deadline))
         try:
             return future.result(timeout=max(deadline.remaining(), 0.0) + POOL_GRACE_SECONDS)
         except concurrent.futures.TimeoutError:
             future.cancel()
             return _error(reference, f"no decision within the {deadline.total:g}s deadline")
+
+
+def _guarded(reference: str, check: Callable[[], TrustResult]) -> TrustResult:
+    """The check's result; a deadline reached or an exception (but ``NeedsRegistry``, which
+    the caller handles) is a denial."""
+    try:
+        return check()
+    except NeedsRegistry:
+        raise
+    except DeadlineExceeded as exc:
+        return _error(reference, str(exc))
+    except Exception as exc:
+        log.exception("image trust check failed")
+        return _error(reference, f"internal error ({type(exc).__name__}: {exc})")
 
 
 def _error(reference: str, why: str) -> TrustResult:

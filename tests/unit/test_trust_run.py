@@ -401,3 +401,33 @@ def test_an_id_normalized_as_a_name_is_still_judged(registry, pusher, dockerd, t
     assert ok.allowed, ok.message
     # a real absent name is still left to dockerd
     assert trust.check_run("docker.io/library/nothing-here:1").rule == "image-not-local"
+
+
+def test_a_run_check_the_policy_or_the_cache_decides_is_made_on_the_callers_thread(
+        tmp_path, pusher, registry, dockerd, key):
+    """No pool hand-over (two thread switches per create and start) unless a registry must
+    be asked; a check that must ask one is made on the pool, bounded, as before."""
+    trust = make_trust(tmp_path, registry, dockerd, key, extra=(
+        "exceptions:\n  - pattern: docker.io/local/busybox\n    reason: test image, imported\n"))
+    pooled = []
+    bounded = trust._bounded
+    trust._bounded = lambda *a: pooled.append(a[0]) or bounded(*a)
+    dockerd.add("sha256:" + "1" * 64, tags=["local/busybox:1"])
+    assert trust.check_run("local/busybox:1").allowed
+    img = pusher.push_image(NAME, "1")
+    pusher.sign(NAME, img.digest, key)
+    pulled(registry, dockerd, img)
+    assert trust.check_run(f"{registry.host}/{NAME}:1").allowed      # asks the registry
+    assert pooled == [f"{registry.host}/{NAME}:1"]
+    registry.stop()
+    again = trust.check_run(f"{registry.host}/{NAME}:1")             # verified, cached
+    assert again.allowed and again.cached
+    assert pooled == [f"{registry.host}/{NAME}:1"] and trust._pool is not None
+
+
+def test_a_failure_on_the_callers_thread_denies(trust):
+    def broken(reference, deadline, offline=False):
+        raise RuntimeError("boom")
+    trust._local.check = broken
+    result = trust.check_run("local/busybox:1")
+    assert not result.allowed and "internal error (RuntimeError: boom)" in result.found
