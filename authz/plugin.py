@@ -91,13 +91,17 @@ class Plugin:
 
     def __init__(self, policy: Policy, trust=None, docker=None, *,
                  floor: tuple[ProtectedPath, ...] = SYSTEM_FLOOR, logger=None,
-                 threads: int = 32):
+                 threads: int = 16):
         self.policy = policy
         self.trust = trust
         self.docker = docker
         self.floor = floor
         self.logger = logger if logger is not None else audit.make_logger(None)
         self.slots = threading.BoundedSemaphore(max(1, threads // 4))
+        # Reads ahead take at most half the lookup slots (none with fewer than two): the
+        # decisions that wait on dockerd always find the other half.
+        self._ahead_limit = min(MAX_READS_AHEAD, max(1, threads // 4) // 2)
+        self._ahead_slots = threading.BoundedSemaphore(max(1, self._ahead_limit))
         self.seconds = getattr(trust, "decision_seconds", None) or DECISION_SECONDS
         # dockerd's answers kept across decisions while no call could change them.
         self.recall = Recall()
@@ -180,8 +184,8 @@ class Plugin:
 
     def _read_ahead(self, response_body: bytes | None) -> None:
         """A container was just created: read it now, while the client sends its attach and
-        start (whose decisions need it), in the background; at most a few at a time, and
-        only with a free lookup slot (decisions that wait on dockerd come first)."""
+        start (whose decisions need it), in the background; at most half the lookup slots at
+        a time, and only with a free one (decisions that wait on dockerd come first)."""
         try:
             container_id = json.loads(response_body or b"{}").get("Id")
         except (ValueError, AttributeError, RecursionError):
@@ -189,24 +193,32 @@ class Plugin:
         if self.docker is None or not isinstance(container_id, str) or \
                 not is_full_id(container_id):
             return
+        if self._ahead_limit < 1 or not self._ahead_slots.acquire(blocking=False):
+            return
         if not self.slots.acquire(blocking=False):
+            self._ahead_slots.release()
             return
         if not self.recall.reading_ahead("container", container_id):
-            self.slots.release()
+            self._release_ahead()
             return
         try:
             self._reader_for_one()
         except RuntimeError:  # no thread to be had: the decisions read it themselves
             self.recall.read_ahead_done("container", container_id)
-            self.slots.release()
+            self._release_ahead()
             return
         self._to_read.put(container_id)
+
+    def _release_ahead(self) -> None:
+        self.slots.release()
+        self._ahead_slots.release()
 
     def _reader_for_one(self) -> None:
         """A read-ahead thread free for one more container: one that waits, or a new one
         (at most MAX_READS_AHEAD, the most ever in flight: reads ahead run side by side)."""
         with self._readers_lock:
             self._readers = [t for t in self._readers if t.is_alive()]
+            self._readers_idle = min(self._readers_idle, len(self._readers))
             if self._readers_idle > 0 or len(self._readers) >= MAX_READS_AHEAD:
                 self._readers_idle -= 1 if self._readers_idle > 0 else 0
                 return
@@ -230,8 +242,10 @@ class Plugin:
             finally:
                 with self._readers_lock:  # counted free before a new read ahead can come
                     self._readers_idle += 1
-                self.recall.read_ahead_done("container", container_id)
-                self.slots.release()
+                try:
+                    self.recall.read_ahead_done("container", container_id)
+                finally:
+                    self._release_ahead()
 
     def decide(self, call: AuthzRequest) -> Decision:
         """The decision on one call; never raises (a failure is a deny that says why)."""
