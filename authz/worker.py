@@ -97,6 +97,20 @@ class _Reading:
         return getattr(self.sock, name)
 
 
+class _Settled:
+    """gunicorn's settings as its HTTP parser reads them (about 14 per request, each a lookup
+    through ``Config.__getattr__``): each read once, then a plain attribute. A worker's
+    settings never change (a reload replaces the worker)."""
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+
+    def __getattr__(self, name: str):
+        value = getattr(self._cfg, name)
+        setattr(self, name, value)
+        return value
+
+
 class _Conn:
     __slots__ = ("sock", "addr", "server", "parser", "deadline", "reading")
 
@@ -152,6 +166,7 @@ class PluginWorker(base.Worker):
         self._calls = dict(getattr(self.wsgi, "plugin_calls", None) or {})
 
     def init_process(self) -> None:
+        self._settled = _Settled(self.cfg)
         self._pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="pyauthz")
         self._poller = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -317,7 +332,7 @@ class PluginWorker(base.Worker):
         try:
             conn.reading.deadline = time.monotonic() + READ_TIMEOUT
             if conn.parser is None:
-                conn.parser = http.RequestParser(self.cfg, conn.reading, conn.addr)
+                conn.parser = http.RequestParser(self._settled, conn.reading, conn.addr)
             req = next(conn.parser)
             if not req:
                 return False
