@@ -80,8 +80,8 @@ _add_policy_group()
               default=None, help="Policy directory (default: /etc/pyauthz/policies when it "
                                  "exists, else the policy shipped in the package).")
 @click.option("--workers", default=ServeOptions.workers, show_default=True,
-              type=click.IntRange(1, 64), help="Worker processes (twice the cores of the "
-                                               "2-vCPU host measured: bench/README.md).")
+              type=click.IntRange(1, 64), help="Worker processes (the default: twice the cores "
+                                               "of the 2-vCPU host measured, bench/README.md).")
 @click.option("--threads", default=ServeOptions.threads, show_default=True,
               type=click.IntRange(1, 256), help="Threads per worker.")
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), default=None,

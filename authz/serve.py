@@ -3,7 +3,8 @@
 dockerd keeps connections to a plugin alive and calls it on every API request, so the
 worker model is threads sharing one loaded policy per process, each of dockerd's kept-alive
 connections answered call after call by one thread (``authz.worker.PluginWorker``, gunicorn's
-gthread without its per-call hand-over), with a few worker processes for the second core.
+gthread without its per-call hand-over), in a few more worker processes than cores (each
+decides under its own interpreter lock).
 
 Under systemd (``packaging/systemd/pyauthz.socket``) the listening socket is systemd's: it
 passes it as fd 3 with ``LISTEN_FDS=1`` and ``LISTEN_PID`` = the pid it started.
@@ -150,8 +151,10 @@ class ServeOptions:
     worker_class: str = "authz.worker.PluginWorker"
     # dockerd reuses its connection to the plugin; keep idle ones open for a while.
     keepalive: int = 75
-    # A request to the plugin that takes longer than this is a bug; the worker is
-    # restarted (dockerd sees a transport error, which it answers with HTTP 500: closed).
+    # gunicorn's heartbeat: a worker whose main loop has not checked in for this long is
+    # killed and replaced. PluginWorker's main loop checks in at least once a second whatever
+    # its threads do; each request is bounded by its own deadlines (READ_TIMEOUT, the
+    # decision's), not by this.
     timeout: int = 30
     # Runs in the master on SIGHUP, before any worker is replaced (the safe reload).
     on_reload: Callable[[], object] | None = None

@@ -56,7 +56,7 @@ def core_available() -> str | None:
 
 def option_parser() -> argparse.ArgumentParser:
     """The command line's options, as `--help` shows them."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python3 -m bench.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds (default 5)")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
