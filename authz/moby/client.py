@@ -6,7 +6,8 @@ count as the plugin's own); the plugin's policy must allow ``GET /images/*/json`
 ``GET /containers/*/json``, ``GET /exec/*/json``, ``GET /plugins/*/json``, ``GET /info``,
 ``GET /networks/*`` and ``GET /volumes/*``. It is served by another gunicorn thread or
 worker. If none is free, or dockerd does not answer, the timeout ends the wait and the check
-denies: no deadlock, and closed.
+denies: no deadlock, and closed. Every read of an answer ends by the decision's deadline,
+however slowly dockerd (or whatever listens on its socket) sends it.
 """
 
 from __future__ import annotations
@@ -26,20 +27,55 @@ class DockerError(Exception):
     """dockerd did not answer usefully; the check denies."""
 
 
+class _DeadlineSocket(socket.socket):
+    """A socket every read of which ends by the decision's deadline (and within ``cap``
+    seconds): a dockerd that sends its answer a byte at a time cannot stretch a decision
+    (a socket timeout alone bounds each read, not the answer)."""
+
+    def bind_deadline(self, deadline: Deadline, cap: float) -> _DeadlineSocket:
+        self._deadline, self._cap = deadline, cap
+        return self
+
+    def _before_read(self) -> None:
+        left = self._deadline.remaining()
+        if left <= 0:
+            raise socket.timeout("decision deadline reached while reading from dockerd")
+        self.settimeout(min(self._cap, left))
+
+    def recv(self, *args):
+        self._before_read()
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self._before_read()
+        return super().recv_into(*args)
+
+
 class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
+    def __init__(self, path: str, timeout: float, deadline: Deadline):
         super().__init__("localhost", timeout=timeout)
-        self._unix_path = path
+        self._unix_path, self._deadline = path, deadline
 
     def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _DeadlineSocket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self._unix_path)
         except OSError:
             sock.close()
             raise
-        self.sock = sock
+        self.sock = sock.bind_deadline(self._deadline, self.timeout)
+
+
+class _TCPHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, timeout: float, deadline: Deadline):
+        super().__init__(host, port, timeout=timeout)
+        self._deadline = deadline
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.host, self.port), self.timeout)
+        sock = _DeadlineSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        self.sock = sock.bind_deadline(self._deadline, self.timeout)
 
 
 class DockerClient:
@@ -58,10 +94,10 @@ class DockerClient:
         else:
             raise ValueError(f"docker host {docker_host!r}: only unix:// and tcp:// are supported")
 
-    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float, deadline: Deadline) -> http.client.HTTPConnection:
         if self._unix:
-            return _UnixHTTPConnection(self._unix, timeout)
-        return http.client.HTTPConnection(*self._tcp, timeout=timeout)
+            return _UnixHTTPConnection(self._unix, timeout, deadline)
+        return _TCPHTTPConnection(*self._tcp, timeout=timeout, deadline=deadline)
 
     def inspect_image(self, ref: str, deadline: Deadline) -> dict | None:
         """The image's inspect JSON (``Id``, ``RepoTags``, ``RepoDigests``...) or None if
@@ -119,7 +155,7 @@ class DockerClient:
 
     def _inspect(self, path: str, deadline: Deadline, what: str, route: str) -> dict | None:
         timeout = deadline.bound(self.timeout, f"asking dockerd for {what}")
-        conn = self._connection(timeout)
+        conn = self._connection(timeout, deadline)
         try:
             conn.request("GET", path, headers={"Host": "docker", "User-Agent": "pyauthz-trust/1"})
             resp = conn.getresponse()

@@ -4,6 +4,7 @@ load/import/commit/build output and forged repo digests are denied."""
 
 import json
 import os
+import socket
 import socketserver
 import threading
 import time
@@ -14,7 +15,7 @@ from urllib.parse import unquote
 import pytest
 
 from authz.deadline import Deadline
-from authz.moby.client import DockerClient
+from authz.moby.client import DockerClient, DockerError
 from authz.moby.reference import InvalidReference, is_image_id, parse_reference
 from authz.trust import ImageTrust
 from tests.support.cosign import Key, write_trust_policy
@@ -431,3 +432,41 @@ def test_a_failure_on_the_callers_thread_denies(trust):
     trust._local.check = broken
     result = trust.check_run("local/busybox:1")
     assert not result.allowed and "internal error (RuntimeError: boom)" in result.found
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_a_dockerd_trickling_its_answer_cannot_stretch_the_deadline(tmp_path, part):
+    """Every read of dockerd's answer ends by the decision's deadline, not only each read
+    (red team, this session: one byte every 0.3 s kept an inline run check for a minute)."""
+    path = str(tmp_path / "trickle.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(4)
+    done = threading.Event()
+
+    def answer():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            body = b'{"Id": "sha256:' + b"1" * 64 + b'", "RepoTags": ["local/busybox:1"]}'
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(body)
+            slow = head + b"\r\n" + body
+            fast = len(head) if part == "body" else 0
+            try:
+                conn.sendall(slow[:fast])
+                for byte in slow[fast:]:
+                    if done.wait(0.3):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                pass
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(DockerError, match="did not answer"):
+            DockerClient(f"unix://{path}").inspect_image("local/busybox:1", Deadline(1.0))
+        assert time.monotonic() - started < 1.6
+    finally:
+        done.set()
+        server.close()
