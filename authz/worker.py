@@ -21,10 +21,8 @@ worker (reload, stop) answers calls on its idle connections for ``STOP_LINGER`` 
 
 from __future__ import annotations
 
-import email.utils
 import errno
 import os
-import select
 import selectors
 import socket
 import ssl
@@ -39,13 +37,10 @@ from gunicorn import http
 from gunicorn.http import wsgi
 from gunicorn.workers import base
 
+from authz.conn import READ_TIMEOUT, Conn, Settled, http_date, readable
+
 # A thread that answered a call waits this long on its connection for the next one.
 LINGER = 1.0
-# Once a request has begun, all of it must arrive within this many seconds.
-READ_TIMEOUT = 10.0
-# A read of a request may wait this much past the request's deadline (the socket's timeout
-# is changed only when it would otherwise wait longer: a system call each time).
-TIMEOUT_SLACK = 0.5
 # Out of file descriptors (EMFILE...): stop accepting for this long, then try again.
 ACCEPT_PAUSE = 0.5
 # A stopping worker (a reload, a stop) keeps its idle connections this long, and answers a
@@ -53,94 +48,6 @@ ACCEPT_PAUSE = 0.5
 # it would make dockerd send the call again with an empty body (its plugin client retries
 # with the buffer the first attempt drained: moby pkg/plugins/client.go), which is a deny.
 STOP_LINGER = 2.0
-
-
-_date = (0, "")
-
-
-def _http_date() -> str:
-    """The Date header's value (RFC 9110), made once a second."""
-    global _date
-    now = int(time.time())
-    if _date[0] != now:
-        _date = (now, email.utils.formatdate(now, usegmt=True))
-    return _date[1]
-
-
-class _Reading:
-    """The connection's socket as gunicorn's parser reads it: every read of one request ends
-    by the request's deadline, give or take ``TIMEOUT_SLACK`` (not each read by itself: a
-    client that sends a byte at a time must not hold a thread longer than ``READ_TIMEOUT`` in
-    all). Writes go to the socket."""
-
-    __slots__ = ("sock", "deadline", "timeout")
-
-    def __init__(self, sock: socket.socket):
-        self.sock, self.deadline = sock, 0.0
-        self.timeout: float | None = None  # the socket's, as last set here
-
-    def recv(self, size: int, *flags) -> bytes:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("the request did not arrive in time")
-        if self.timeout is None or left + TIMEOUT_SLACK < self.timeout:
-            self.set_timeout(left)  # a slow request: no read may wait past its deadline
-        return self.sock.recv(size, *flags)
-
-    def set_timeout(self, seconds: float) -> None:
-        """The socket's timeout (each change is a system call: made only when it changes)."""
-        if seconds != self.timeout:
-            self.sock.settimeout(seconds)
-            self.timeout = seconds
-
-    def __getattr__(self, name: str):
-        return getattr(self.sock, name)
-
-
-class _Settled:
-    """gunicorn's settings as its HTTP parser reads them (about 14 per request, each a lookup
-    through ``Config.__getattr__``): each read once, then a plain attribute. A worker's
-    settings never change (a reload replaces the worker)."""
-
-    def __init__(self, cfg):
-        self._cfg = cfg
-
-    def __getattr__(self, name: str):
-        value = getattr(self._cfg, name)
-        setattr(self, name, value)
-        return value
-
-
-class _Conn:
-    __slots__ = ("sock", "addr", "server", "parser", "deadline", "reading")
-
-    def __init__(self, sock: socket.socket, addr, server):
-        self.sock, self.addr, self.server = sock, addr, server
-        self.parser = None
-        self.deadline = 0.0
-        self.reading = _Reading(sock)
-
-    def buffered(self) -> bool:
-        """Bytes of the next request already read (they no longer wake the poller)."""
-        buf = getattr(getattr(self.parser, "unreader", None), "buf", None)
-        return bool(buf is not None and buf.getvalue())
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def _readable(sock: socket.socket, timeout: float) -> bool:
-    """Whether ``sock`` has bytes (or EOF, or an error) to read within ``timeout`` seconds."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    while True:
-        try:
-            return bool(poller.poll(timeout * 1000))
-        except InterruptedError:  # pragma: no cover - PEP 475 retries; older kernels' EINTR
-            continue
 
 
 class PluginWorker(base.Worker):
@@ -152,8 +59,8 @@ class PluginWorker(base.Worker):
         self._connections = 0
         self._lingering = 0
         self._max_lingering = self.cfg.threads // 4  # none with fewer than 4 threads
-        self._idle: dict[_Conn, None] = {}  # waiting on the poller, oldest first
-        self._returned: SimpleQueue[_Conn] = SimpleQueue()
+        self._idle: dict[Conn, None] = {}  # waiting on the poller, oldest first
+        self._returned: SimpleQueue[Conn] = SimpleQueue()
         self._accept_paused_until = 0.0
         self._calls: dict = {}
 
@@ -166,7 +73,7 @@ class PluginWorker(base.Worker):
         self._calls = dict(getattr(self.wsgi, "plugin_calls", None) or {})
 
     def init_process(self) -> None:
-        self._settled = _Settled(self.cfg)
+        self._settled = Settled(self.cfg)
         self._pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="pyauthz")
         self._poller = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -236,8 +143,8 @@ class PluginWorker(base.Worker):
             raise
         with self._lock:
             self._connections += 1
-        conn = _Conn(sock, addr, listener.getsockname())
-        if _readable(sock, 0):
+        conn = Conn(sock, addr, listener.getsockname())
+        if readable(sock, 0):
             self._pool.submit(self._serve, conn)
         else:  # its first request is not here yet: wait for it on the poller, not a thread
             conn.deadline = time.monotonic() + READ_TIMEOUT
@@ -259,7 +166,7 @@ class PluginWorker(base.Worker):
             self._idle[conn] = None
             self._poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_data, conn))
 
-    def _on_data(self, conn: _Conn, _sock) -> None:
+    def _on_data(self, conn: Conn, _sock) -> None:
         self._poller.unregister(conn.sock)
         del self._idle[conn]
         self._pool.submit(self._serve, conn)
@@ -290,14 +197,14 @@ class PluginWorker(base.Worker):
         for listener in self.sockets:
             listener.close()
 
-    def _closed(self, conn: _Conn) -> None:
+    def _closed(self, conn: Conn) -> None:
         conn.close()
         with self._lock:
             self._connections -= 1
 
     # ---- the pool's threads: one connection, call after call ----
 
-    def _serve(self, conn: _Conn) -> None:
+    def _serve(self, conn: Conn) -> None:
         """Answer calls on ``conn`` while they keep coming; then hand it back or close it."""
         try:
             while self._handle(conn):
@@ -310,23 +217,23 @@ class PluginWorker(base.Worker):
             self.log.exception("pyauthz worker: connection failed")
         self._closed(conn)
 
-    def _give_back(self, conn: _Conn) -> None:
+    def _give_back(self, conn: Conn) -> None:
         self._returned.put(conn)
         self._wake()
 
-    def _linger(self, conn: _Conn) -> bool:
+    def _linger(self, conn: Conn) -> bool:
         """Wait on ``conn`` for the next call, if fewer than a quarter of the threads do."""
         with self._lock:
             if self._lingering >= self._max_lingering:
                 return False
             self._lingering += 1
         try:
-            return _readable(conn.sock, LINGER)
+            return readable(conn.sock, LINGER)
         finally:
             with self._lock:
                 self._lingering -= 1
 
-    def _handle(self, conn: _Conn) -> bool:
+    def _handle(self, conn: Conn) -> bool:
         """Read and answer one request; whether the connection stays open for another."""
         req = None
         try:
@@ -349,19 +256,19 @@ class PluginWorker(base.Worker):
             self.handle_error(req, conn.sock, conn.addr, exc)
             return False
 
-    def _respond(self, req, conn: _Conn) -> bool:
+    def _respond(self, req, conn: Conn) -> bool:
         call = self._calls.get(req.path) if req.method == "POST" else None
         if call is not None and not req.query and not req.fragment:
             return self._answer(req, conn, call)
         return self._respond_wsgi(req, conn)
 
-    def _answer(self, req, conn: _Conn, call) -> bool:
+    def _answer(self, req, conn: Conn, call) -> bool:
         """One of the app's ``plugin_calls`` (dockerd's per-call paths): the raw body to the
         function, its JSON answer back, without a WSGI request or response."""
         self._count_request()
         out = call(req.body.read())
         close = req.should_close() or not self.alive or not self.cfg.keepalive
-        head = (f"HTTP/{req.version[0]}.{req.version[1]} 200 OK\r\nDate: {_http_date()}\r\n"
+        head = (f"HTTP/{req.version[0]}.{req.version[1]} 200 OK\r\nDate: {http_date()}\r\n"
                 f"Connection: {'close' if close else 'keep-alive'}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(out)}\r\n\r\n")
         conn.reading.set_timeout(READ_TIMEOUT)  # writing the answer: at most this long
@@ -375,7 +282,7 @@ class PluginWorker(base.Worker):
             self.alive = False
             self._wake()
 
-    def _respond_wsgi(self, req, conn: _Conn) -> bool:
+    def _respond_wsgi(self, req, conn: Conn) -> bool:
         environ, resp = {}, None
         try:
             self.cfg.pre_request(self, req)
