@@ -13,7 +13,8 @@ import orjson
 from flask import Flask, Response, request
 
 from authz.plugin import Plugin, PluginConfig
-from authz.protocol import IMPLEMENTS, REQUEST_PHASE, RESPONSE_PHASE, answer
+from authz.protocol import (IMPLEMENTS, MAX_CALL_BYTES, REQUEST_PHASE, RESPONSE_PHASE,
+                            answer)
 
 
 def _json(payload: dict, status: int = 200) -> Response:
@@ -65,7 +66,8 @@ class AuthzRoutes:
 
 
 def _read_body(environ) -> bytes:
-    """The request body as gunicorn gives it (a length, or chunked: read to the end)."""
+    """The request body as gunicorn gives it (a length, or chunked: read to the end), but
+    never more than one byte past MAX_CALL_BYTES (such a call is refused: protocol.py)."""
     stream = environ.get("wsgi.input")
     if stream is None:
         return b""
@@ -73,7 +75,7 @@ def _read_body(environ) -> bytes:
         length = int(environ.get("CONTENT_LENGTH") or -1)
     except ValueError:
         length = -1
-    return stream.read(length) if length >= 0 else stream.read()
+    return stream.read(min(length, MAX_CALL_BYTES + 1) if length >= 0 else MAX_CALL_BYTES + 1)
 
 
 def create_app(config: PluginConfig, bundle=None) -> Flask:
@@ -81,6 +83,7 @@ def create_app(config: PluginConfig, bundle=None) -> Flask:
     loaded and validated), or with the policy directory loaded here."""
     plugin = Plugin.build(config, bundle)
     app = Flask("pyauthz")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CALL_BYTES  # larger: 413, answered as a deny
     app.config["PYAUTHZ_PLUGIN"] = plugin
     app.config["PYAUTHZ_REVISION"] = plugin.policy.revision
     app.config["PYAUTHZ_WARNINGS"] = plugin.warnings()

@@ -198,8 +198,17 @@ def _identity(doc: Mapping[str, Any], user: str) -> Identity:
     return identity
 
 
+# The largest call dockerd sends: a request body under 1 MiB (4 MiB from dockerd 29.3.1) and
+# a response body of at most 64 KiB, base64-encoded, with their headers and the client's
+# certificates. Anything larger is refused unread (its memory is never taken).
+MAX_CALL_BYTES = 16 * 1024 * 1024
+
+
 def parse_call(raw: bytes, phase: str) -> AuthzRequest:
     """Read dockerd's JSON call. Raises ProtocolError on anything unreadable."""
+    if len(raw) > MAX_CALL_BYTES:
+        raise ProtocolError(f"the call is larger than {MAX_CALL_BYTES} bytes (dockerd sends "
+                            "at most a few MiB)")
     try:
         # orjson first (strict RFC 8259, several times faster); whatever it refuses is read
         # by the standard library, which decides (and words) what is and is not JSON here.

@@ -38,6 +38,7 @@ from gunicorn.http import wsgi
 from gunicorn.workers import base
 
 from authz.conn import READ_TIMEOUT, Conn, Settled, http_date, readable
+from authz.protocol import MAX_CALL_BYTES
 
 # A thread that answered a call waits this long on its connection for the next one.
 LINGER = 1.0
@@ -266,8 +267,10 @@ class PluginWorker(base.Worker):
         """One of the app's ``plugin_calls`` (dockerd's per-call paths): the raw body to the
         function, its JSON answer back, without a WSGI request or response."""
         self._count_request()
-        out = call(req.body.read())
-        close = req.should_close() or not self.alive or not self.cfg.keepalive
+        raw = req.body.read(MAX_CALL_BYTES + 1)  # more is refused unread (protocol.py)
+        out = call(raw)
+        close = (len(raw) > MAX_CALL_BYTES or req.should_close() or not self.alive
+                 or not self.cfg.keepalive)
         head = (f"HTTP/{req.version[0]}.{req.version[1]} 200 OK\r\nDate: {http_date()}\r\n"
                 f"Connection: {'close' if close else 'keep-alive'}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(out)}\r\n\r\n")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from authz.plugin import Plugin
 from authz.policy import Policy
-from authz.protocol import REQUEST_PHASE, RESPONSE_PHASE, AuthzRequest, Headers
+from authz.protocol import (MAX_CALL_BYTES, REQUEST_PHASE, RESPONSE_PHASE, AuthzRequest,
+                            Headers)
 from tests.unit.test_state import FakeDocker
 
 SHIPPED = Path(__file__).resolve().parents[2] / "policies"
@@ -43,6 +44,16 @@ def test_an_unreadable_call_is_denied_and_logged():
     plugin, events = plugin_with()
     answer = plugin.handle(REQUEST_PHASE, b"{not json")
     assert answer["Allow"] is False and "[protocol]" in answer["Msg"]
+    assert events.lines[0]["allow"] is False
+
+
+def test_a_call_larger_than_dockerd_sends_is_denied_unread_and_logged():
+    plugin, events = plugin_with()
+    padded = raw_call("GET", "/v1.41/containers/json")[:-1] + b', "X": "' + \
+        b"a" * MAX_CALL_BYTES + b'"}'
+    answer = plugin.handle(REQUEST_PHASE, padded)
+    assert answer["Allow"] is False and "[protocol]" in answer["Msg"]
+    assert f"larger than {MAX_CALL_BYTES} bytes" in answer["Msg"]
     assert events.lines[0]["allow"] is False
 
 

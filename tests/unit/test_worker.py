@@ -362,3 +362,23 @@ def test_a_plugin_call_reads_a_chunked_body_and_honours_connection_close(served)
         assert b"Connection: close" in head and body.split()[2] == b"3"
         sock.settimeout(5)
         assert sock.recv(100) == b""
+
+
+def test_a_plugin_call_larger_than_dockerd_sends_is_read_no_further(served):
+    """A body past MAX_CALL_BYTES: the function gets one byte more than that (and refuses
+    it: protocol.py), the rest is never read, and the connection is closed."""
+    from authz.protocol import MAX_CALL_BYTES
+
+    path = served(calls=True)
+    with _connect(path) as sock:
+        sock.sendall(b"POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost: p\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (64 * MAX_CALL_BYTES))
+        chunk = b"z" * (1024 * 1024)
+        try:
+            for _ in range(MAX_CALL_BYTES // len(chunk) + 2):
+                sock.sendall(chunk)
+        except BrokenPipeError:
+            pass  # closed once it had read one byte past the limit: the rest was not read
+        head, body = _answer_with_head(sock)
+        assert b"Connection: close" in head
+        assert int(body.split()[2]) == MAX_CALL_BYTES + 1
