@@ -481,6 +481,7 @@ class DockerEnv:
             return
         self.closed = True
         marker = str(self.workdir)
+        bridges: list[str] = []
         try:
             if self.dockerd_proc is not None and self.dockerd_proc.poll() is None:
                 try:  # remove containers first so that dockerd's shutdown is quick
@@ -488,9 +489,17 @@ class DockerEnv:
                     ids = r.stdout.split()
                     if ids:
                         self.docker("rm", "-f", *ids, check=False, timeout=60)
+                    # The host interfaces of the bridge networks a test made: dockerd leaves
+                    # them behind when it stops, and each holds one of dockerd's default
+                    # address pools (30 of them, then `network create` fails on this host).
+                    r = self.docker("network", "ls", "-q", "--no-trunc", "--filter",
+                                    "driver=bridge", check=False, timeout=20)
+                    bridges = [f"br-{net[:12]}" for net in r.stdout.split()]
                 except Exception:  # noqa: BLE001 - best effort
                     pass
             _stop(self.dockerd_proc)
+            for bridge in bridges if shutil.which("ip") else ():
+                subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
             for pid in _pids_referencing(marker):  # containerd-shim and friends left behind
                 try:
                     os.kill(pid, signal.SIGKILL)
