@@ -198,14 +198,21 @@ class Plugin:
         if not self.slots.acquire(blocking=False):
             self._ahead_slots.release()
             return
-        if not self.recall.reading_ahead("container", container_id):
+        try:
+            marked = self.recall.reading_ahead("container", container_id)
+        except BaseException:
+            self._release_ahead()
+            raise
+        if not marked:
             self._release_ahead()
             return
         try:
             self._reader_for_one()
-        except RuntimeError:  # no thread to be had: the decisions read it themselves
-            self.recall.read_ahead_done("container", container_id)
-            self._release_ahead()
+        except BaseException:  # noqa: BLE001 - no thread to be had: decisions read it themselves
+            try:
+                self.recall.read_ahead_done("container", container_id)
+            finally:
+                self._release_ahead()
             return
         self._to_read.put(container_id)
 

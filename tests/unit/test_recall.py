@@ -650,3 +650,22 @@ def test_an_answer_read_through_a_link_alias_is_not_kept(plugin_and_docker):
     recall.keep("container", "/bb/al", container(), recall.stamp())
     assert recall.lookup("container", "bb/al", docker, None) is None
     assert recall.lookup("container", "/bb/al", docker, None) is None
+
+
+def test_a_read_ahead_that_cannot_start_gives_its_slots_back(plugin_and_docker):
+    """Whatever fails between taking a lookup slot and handing the read to a thread (here
+    marking it in the shared memory, then starting a thread), the slots come back."""
+    plugin, docker = plugin_and_docker
+    slots = plugin.slots._value
+
+    def broken(*args):
+        raise MemoryError("no memory")
+
+    plugin.recall.reading_ahead = broken
+    _created(plugin)
+    assert (plugin.slots._value, plugin._ahead_slots._value) == (slots, 1)
+    plugin.recall = Recall(Shared(slots=16))  # the failure turned remembering off
+    tried = []
+    plugin._reader_for_one = lambda: tried.append(1) or broken()
+    _created(plugin)
+    assert tried and (plugin.slots._value, plugin._ahead_slots._value) == (slots, 1)
