@@ -75,6 +75,7 @@ class _TCPHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         raw = socket.create_connection((self.host, self.port), self.timeout)
         sock = _DeadlineSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        sock.settimeout(self.timeout)  # a socket made from a descriptor starts blocking
         self.sock = sock.bind_deadline(self._deadline, self.timeout)
 
 

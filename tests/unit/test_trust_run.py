@@ -434,13 +434,19 @@ def test_a_failure_on_the_callers_thread_denies(trust):
     assert not result.allowed and "internal error (RuntimeError: boom)" in result.found
 
 
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
 @pytest.mark.parametrize("part", ["headers", "body"])
-def test_a_dockerd_trickling_its_answer_cannot_stretch_the_deadline(tmp_path, part):
+def test_a_dockerd_trickling_its_answer_cannot_stretch_the_deadline(tmp_path, part, transport):
     """Every read of dockerd's answer ends by the decision's deadline, not only each read
     (red team, this session: one byte every 0.3 s kept an inline run check for a minute)."""
-    path = str(tmp_path / "trickle.sock")
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(path)
+    if transport == "unix":
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(tmp_path / "trickle.sock"))
+        host = f"unix://{tmp_path / 'trickle.sock'}"
+    else:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        host = f"tcp://127.0.0.1:{server.getsockname()[1]}"
     server.listen(4)
     done = threading.Event()
 
@@ -465,7 +471,7 @@ def test_a_dockerd_trickling_its_answer_cannot_stretch_the_deadline(tmp_path, pa
     try:
         started = time.monotonic()
         with pytest.raises(DockerError, match="did not answer"):
-            DockerClient(f"unix://{path}").inspect_image("local/busybox:1", Deadline(1.0))
+            DockerClient(host).inspect_image("local/busybox:1", Deadline(1.0))
         assert time.monotonic() - started < 1.6
     finally:
         done.set()
