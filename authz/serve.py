@@ -224,6 +224,11 @@ class _GunicornApp(BaseApplication):
             # directory before any worker is replaced.
             "preload_app": False,
         }
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn 25.1+ would open a control socket ($XDG_RUNTIME_DIR/gunicorn.ctl or
+            # ~/.gunicorn/gunicorn.ctl, a path every root gunicorn shares and unlinks): a second
+            # way to reload, scale or stop the plugin, around pyauthz's checks. None.
+            settings["control_socket_disable"] = True
         if o.on_reload is not None:
             hook = o.on_reload
             settings["on_reload"] = lambda arbiter: hook()

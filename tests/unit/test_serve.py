@@ -75,3 +75,41 @@ def test_serve_refuses_an_invalid_policy(tmp_path):
                              "--socket", str(tmp_path / "s.sock")],
                             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "rules.yaml:1" in result.stderr
+
+
+def test_serve_opens_no_gunicorn_control_socket(tmp_path):
+    """gunicorn (25.1+) opens a control socket by default ($XDG_RUNTIME_DIR/gunicorn.ctl, else
+    ~/.gunicorn/gunicorn.ctl): a second way to reload, scale or stop the plugin that skips
+    pyauthz's own checks, at a path every root gunicorn shares (each unlinks the last one's).
+    pyauthz opens none."""
+    sock, home, runtime = tmp_path / "pyauthz.sock", tmp_path / "home", tmp_path / "xdg"
+    home.mkdir()
+    runtime.mkdir()
+    env = dict(os.environ, HOME=str(home), XDG_RUNTIME_DIR=str(runtime))
+    proc = subprocess.Popen([sys.executable, "-m", "authz", "serve", "--socket", str(sock),
+                             "--log-file", str(tmp_path / "log"), "--workers", "1"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        answered = False
+        for _ in range(150):  # the control socket would come once the first worker is up
+            if sock.exists():
+                client = socket.socket(socket.AF_UNIX)
+                try:
+                    client.settimeout(5)
+                    client.connect(str(sock))
+                    client.sendall(b"POST /Plugin.Activate HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                    answered = client.recv(100).startswith(b"HTTP/1.1 200")
+                except OSError:
+                    pass
+                finally:
+                    client.close()
+            if answered:
+                break
+            time.sleep(0.1)
+        assert answered, proc.stderr.read1().decode() if proc.poll() is not None else "no answer"
+        time.sleep(1.0)
+        assert list(runtime.iterdir()) == [] and list(home.iterdir()) == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
