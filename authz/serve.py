@@ -227,7 +227,8 @@ class _GunicornApp(BaseApplication):
         if "control_socket_disable" in self.cfg.settings:
             # gunicorn 25.1+ would open a control socket ($XDG_RUNTIME_DIR/gunicorn.ctl or
             # ~/.gunicorn/gunicorn.ctl, a path every root gunicorn shares and unlinks): a second
-            # way to reload, scale or stop the plugin, around pyauthz's checks. None.
+            # way to scale workers or stop the plugin (a quick shutdown skips the stop's linger)
+            # beside pyauthz's own. None.
             settings["control_socket_disable"] = True
         if o.on_reload is not None:
             hook = o.on_reload

@@ -79,8 +79,8 @@ def test_serve_refuses_an_invalid_policy(tmp_path):
 
 def test_serve_opens_no_gunicorn_control_socket(tmp_path):
     """gunicorn (25.1+) opens a control socket by default ($XDG_RUNTIME_DIR/gunicorn.ctl, else
-    ~/.gunicorn/gunicorn.ctl): a second way to reload, scale or stop the plugin that skips
-    pyauthz's own checks, at a path every root gunicorn shares (each unlinks the last one's).
+    ~/.gunicorn/gunicorn.ctl): a second way to scale or stop the plugin (worker add/remove, a
+    quick shutdown) beside pyauthz's own, at a path every root gunicorn shares (each unlinks the last one's).
     pyauthz opens none."""
     sock, home, runtime = tmp_path / "pyauthz.sock", tmp_path / "home", tmp_path / "xdg"
     home.mkdir()
