@@ -50,8 +50,9 @@ class OpenPolicy(Exception):
 
 def refuse_open_policy(policy_dir: Path) -> None:
     """Refuse a policy someone other than root could rewrite (like sshd's StrictModes): a
-    file or directory in it (symlinked ones followed) writable by every user, or a directory
-    above it that is not root's or is writable by others without the sticky bit."""
+    file or directory in it (symlinked ones followed) not root's or writable by every user,
+    or a directory above it that is not root's or is writable by others without the sticky
+    bit."""
     root = os.path.realpath(policy_dir)
     why = unsafe_ancestor(os.path.join(root, "x"))
     if why is not None:
@@ -72,6 +73,9 @@ def refuse_open_policy(policy_dir: Path) -> None:
                 raise OpenPolicy(f"{path} is writable by every user (mode "
                                  f"{info.st_mode & 0o7777:04o}): anyone could rewrite the "
                                  "policy; chmod o-w it")
+            if info.st_uid != 0:
+                raise OpenPolicy(f"{path} belongs to uid {info.st_uid}, not root: its owner "
+                                 "could rewrite the policy; chown root it")
         # Each directory once (a symlink loop ends here).
         keep = []
         for name in dirs:

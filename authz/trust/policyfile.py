@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from authz.ownership import rewritable_by_others
 from authz.moby.reference import (
     DEFAULT_DOMAIN,
     DOMAIN_RE,
@@ -75,6 +76,17 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
+def _refuse_open(section: Section, field: str, what: str, path: Path) -> None:
+    """A file trust.yaml names (a key, a CA bundle, registry logins) decides what is trusted
+    as much as trust.yaml does: refuse one that someone other than root could rewrite or
+    replace, wherever it is (serve, reload and lint refuse the policy directory likewise)."""
+    why = rewritable_by_others(str(path))
+    if why is not None:
+        raise section.fail_value(field, f"{what}: {path} can be rewritten by others than "
+                                        f"root ({why}); make it and the directories above "
+                                        f"it root's, and not writable by every user")
+
+
 def _key_line(top: Section, key: str) -> int | None:
     """The line of a top-level key (where fixes say to add to it), or None."""
     return top.position(key).key if key in top else None
@@ -134,10 +146,12 @@ def _key_pem(entry: Section, name: str) -> tuple[bytes, str]:
     if "file" in entry:
         key_path = _resolve(entry.reader.path.parent, entry.string("file", "file"))
         try:
-            return key_path.read_bytes(), str(key_path)
+            pem = key_path.read_bytes()
         except OSError as exc:
             raise entry.fail_value("file", f"key {name!r}: cannot read {key_path}: "
                                            f"{exc.strerror or exc}") from None
+        _refuse_open(entry, "file", f"key {name!r}", key_path)
+        return pem, str(key_path)
     return (entry.string("pem", "pem").encode(),
             f"{entry.reader.path}:{entry.position('pem').value}")
 
@@ -291,6 +305,7 @@ def _read_registry(settings: Section, host: str, source: str) -> RegistrySetting
         if not ca_file.is_file():
             raise settings.fail_value("ca_file", f"registry {host!r}: ca_file {ca_file} is not "
                                                  f"a readable file")
+        _refuse_open(settings, "ca_file", f"registry {host!r}: ca_file", ca_file)
     return RegistrySettings(host=host, insecure=insecure, ca_file=ca_file, source=source)
 
 
@@ -305,6 +320,7 @@ def _read_credentials_file(top: Section) -> Path | None:
         load_credentials(path)
     except TrustPolicyError as exc:
         raise top.fail_value("credentials_file", str(exc)) from None
+    _refuse_open(top, "credentials_file", "credentials_file", path)
     return path
 
 

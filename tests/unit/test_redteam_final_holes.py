@@ -105,3 +105,19 @@ def test_redteam_final_inherited_socket_under_a_world_writable_ancestor_is_refus
             _check_private(path)
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("entry", ["rules.yaml", "tests", "tests/case.yaml", "."])
+def test_a_policy_file_or_directory_a_user_owns_is_refused(tmp_path, entry):
+    """refuse_open_policy checked modes only: a 0644 rules.yaml (or a directory of the
+    policy) owned by uid 1000 is rewritten by that user, who then decides every docker call."""
+    from authz.reload import OpenPolicy, refuse_open_policy
+
+    policy = tmp_path / "policy"
+    (policy / "tests").mkdir(parents=True)
+    (policy / "rules.yaml").write_text("x: 1\n")
+    (policy / "tests" / "case.yaml").write_text("x: 1\n")
+    refuse_open_policy(policy)
+    os.chown(policy / entry, 1000, 1000)
+    with pytest.raises(OpenPolicy, match="belongs to uid 1000"):
+        refuse_open_policy(policy)

@@ -345,3 +345,83 @@ def test_credentials_file_mode_warning(tmp_path):
     os.chmod(tmp_path / "auth.json", 0o600)
     trust = ImageTrust.load(tmp_path, None)
     assert not any("chmod 600" in w for w in trust.startup_warnings())
+
+
+# ------------------------------------------------------------------ files others could rewrite
+
+def _outside(tmp_path: Path, name: str = "outside") -> Path:
+    directory = tmp_path / name
+    directory.mkdir()
+    return directory
+
+
+def _key_yaml(path: Path) -> str:
+    return f"version: 1\nkeys:\n  - name: team\n    file: {path}\n"
+
+
+def _ca(path: Path) -> None:
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+
+
+@pytest.mark.parametrize("make_open, why", [
+    (lambda f: os.chmod(f, 0o666), "writable by every user"),
+    (lambda f: os.chown(f, 1000, 1000), "belongs to uid 1000"),
+    (lambda f: os.chown(f.parent, 1000, 1000), "belongs to uid 1000"),
+    (lambda f: os.chmod(f.parent, 0o777), "writable by every user"),
+])
+def test_files_trust_yaml_names_outside_the_policy_must_be_roots(tmp_path, keys, make_open,
+                                                                 why):
+    """A key file (or CA bundle, or registry logins) outside the policy directory decides
+    what image trust accepts: one a local user can rewrite or replace is refused, naming
+    trust.yaml's line, at load (so at serve, reload and lint alike)."""
+    policy = _outside(tmp_path, "policy")
+    key = _outside(tmp_path) / "team.pub"
+    key.write_bytes(keys["new"].public_pem)
+    load_policy(write(policy, _key_yaml(key)))  # root's: loads
+    make_open(key)
+    message = error_of(policy, _key_yaml(key))
+    assert why in message and "trust.yaml:4" in message and "key 'team'" in message
+
+
+def test_a_symlinked_key_is_judged_where_it_is_named_and_where_it_is(tmp_path, keys):
+    """A root-owned key reached through a symlink in a directory anyone can write (no sticky
+    bit) is refused: the symlink can be swapped. So is a symlink to a key a user owns."""
+    policy = _outside(tmp_path, "policy")
+    real = _outside(tmp_path, "real") / "team.pub"
+    real.write_bytes(keys["new"].public_pem)
+    shared = _outside(tmp_path, "shared")
+    (shared / "team.pub").symlink_to(real)
+    load_policy(write(policy, _key_yaml(shared / "team.pub")))
+    os.chmod(shared, 0o777)
+    assert "writable by every user" in error_of(policy, _key_yaml(shared / "team.pub"))
+    os.chmod(shared, 0o755)
+    os.chown(real, 1000, 1000)
+    assert "belongs to uid 1000" in error_of(policy, _key_yaml(shared / "team.pub"))
+
+
+def test_a_key_inside_the_policy_that_a_user_owns_is_refused(tmp_path, keys):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "team.pub").write_bytes(keys["new"].public_pem)
+    text = "version: 1\nkeys:\n  - name: team\n    file: keys/team.pub\n"
+    load_policy(write(tmp_path, text))
+    os.chown(tmp_path / "keys" / "team.pub", 1000, 1000)
+    assert "belongs to uid 1000" in error_of(tmp_path, text)
+
+
+def test_ca_file_and_credentials_file_others_could_rewrite_are_refused(tmp_path):
+    policy = _outside(tmp_path, "policy")
+    outside = _outside(tmp_path)
+    ca, auth = outside / "ca.pem", outside / "auth.json"
+    _ca(ca)
+    auth.write_text('{"auths": {}}')
+    os.chmod(auth, 0o600)
+    text = (f"version: 1\nregistries:\n  127.0.0.1:5000:\n    ca_file: {ca}\n"
+            f"credentials_file: {auth}\n")
+    load_policy(write(policy, text))
+    os.chmod(ca, 0o646)
+    message = error_of(policy, text)
+    assert "ca_file" in message and "writable by every user" in message
+    os.chmod(ca, 0o644)
+    os.chown(auth, 1000, 1000)
+    message = error_of(policy, text)
+    assert "credentials_file" in message and "belongs to uid 1000" in message
