@@ -173,8 +173,6 @@ def reload_command(socket_path, timeout) -> None:
     report the revision in force. Exit 0: the new revision decides; 1: the policy does not
     load (nothing was signalled) or the reload failed (the old revision keeps deciding);
     2: the plugin is not running or did not answer in time."""
-    import os
-    import signal
     import time
 
     from authz.reload import load_bundle, read_state
@@ -191,15 +189,8 @@ def reload_command(socket_path, timeout) -> None:
                    f"{before['revision'][:12]} keeps deciding:\n{exc}", err=True)
         sys.exit(1)
     try:
-        pid = int(before["pid"])
-        if not os.path.exists(f"/proc/{pid}"):
-            raise OSError(f"no pyauthz is running for {socket_path}: process {pid} of its "
-                          "state file has exited (a stale state file)")
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"authz" not in f.read():  # "python -m authz serve", "gunicorn: master [pyauthz]"
-                raise OSError(f"process {pid} is not pyauthz (a stale state file?)")
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError, KeyError) as exc:
+        _signal_master(before, socket_path)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         click.echo(f"pyauthz reload: cannot signal the plugin: {exc}", err=True)
         sys.exit(2)
     deadline = time.monotonic() + timeout
@@ -215,6 +206,45 @@ def reload_command(socket_path, timeout) -> None:
         time.sleep(0.1)
     click.echo(f"pyauthz reload: no answer from the plugin within {timeout:g}s", err=True)
     sys.exit(2)
+
+
+def _signal_master(state: dict, socket_path: str) -> None:
+    """SIGHUP to the master the state file names, and to no other process: the pid is held
+    (a pidfd) before it is checked to be the very process that wrote the file (its start,
+    not just its number: a pid is reused once its process exits), so it cannot be reused
+    between the check and the signal."""
+    import errno
+    import os
+    import signal
+
+    from authz.reload import process_identity
+
+    pid = int(state["pid"])
+    stale = OSError(f"no pyauthz is running for {socket_path}: process {pid} of its state "
+                    "file has exited (a stale state file)")
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise stale from None
+    except OSError as exc:  # no pidfd (Linux before 5.3): check, then signal by pid
+        if exc.errno != errno.ENOSYS:
+            raise
+        if state.get("started") is None or process_identity(pid) != state["started"]:
+            raise stale from None
+        os.kill(pid, signal.SIGHUP)
+        return
+    try:
+        started = state.get("started")
+        if started is not None:
+            if process_identity(pid) != started:
+                raise stale
+        else:  # a state file written before pyauthz recorded its start: the name only
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"authz" not in f.read():  # "python -m authz serve", "gunicorn: master [pyauthz]"
+                    raise OSError(f"process {pid} is not pyauthz (a stale state file?)")
+        signal.pidfd_send_signal(handle, signal.SIGHUP)
+    finally:
+        os.close(handle)
 
 
 @main.command("health")

@@ -152,7 +152,8 @@ class PolicyHolder:
         return True
 
     def state(self) -> dict:
-        return {"pid": os.getpid(), "policy_dir": str(self.policy_dir),
+        return {"pid": os.getpid(), "started": process_identity(os.getpid()),
+                "policy_dir": str(self.policy_dir),
                 "revision": self.bundle.policy.revision, "reloads": self.reloads,
                 "failed_reloads": self.failures, "last_error": self.last_error,
                 "time": time.time()}
@@ -170,6 +171,23 @@ class PolicyHolder:
             os.replace(tmp, path)
         except OSError as exc:
             print(f"pyauthz: cannot write {path}: {exc.strerror}", file=sys.stderr, flush=True)
+
+
+def process_identity(pid: int) -> str | None:
+    """Which process ``pid`` is, beyond its number (a pid is reused once its process exits):
+    the boot and the time after boot it started (``/proc/PID/stat`` field 22, clock ticks), or
+    None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat_line = f.read()
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        # The command name (field 2) is in parentheses and may hold anything: count from
+        # the last ')'; field 3 is the first after it.
+        start_ticks = int(stat_line[stat_line.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+    return f"{boot}:{start_ticks}"
 
 
 def read_state(socket_path: str) -> dict | None:

@@ -72,3 +72,62 @@ def test_reload_names_a_stale_state_file_and_signals_nothing(tmp_path):
         state.unlink()
     assert result.exit_code == 2
     assert "stale state file" in result.output, result.output
+
+
+def _reload_with_state(tmp_path, state: dict):
+    import json
+    import os
+
+    from click.testing import CliRunner
+
+    from authz.cli import main
+    from authz.reload import state_path
+
+    socket_path = str(tmp_path / f"reused-{os.getpid()}.sock")
+    path = state_path(socket_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"policy_dir": str(SHIPPED), "revision": "0" * 64,
+                                "reloads": 0, **state}))
+    try:
+        return CliRunner().invoke(main, ["reload", "--socket", socket_path, "--timeout", "1"])
+    finally:
+        path.unlink()
+
+
+def test_reload_signals_no_process_that_reused_the_pid(tmp_path):
+    """The state file's pid now belongs to another process (here one whose command line
+    even says "authz", which was all reload checked): it is not the process that wrote the
+    file (it started at another time), so it gets no SIGHUP (which would end it)."""
+    import subprocess
+    import sys
+
+    from authz.reload import process_identity
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "authz"])
+    try:
+        boot, ticks = process_identity(other.pid).rsplit(":", 1)
+        result = _reload_with_state(tmp_path, {"pid": other.pid,
+                                               "started": f"{boot}:{int(ticks) - 1}"})
+        assert result.exit_code == 2 and "stale state file" in result.output, result.output
+        assert other.poll() is None, "the process that reused the pid was signalled"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_reload_signals_the_process_that_wrote_the_state(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from authz.reload import process_identity
+
+    master = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        result = _reload_with_state(tmp_path, {"pid": master.pid,
+                                               "started": process_identity(master.pid)})
+        assert master.wait(timeout=10) == -signal.SIGHUP
+        assert result.exit_code == 2 and "no answer" in result.output  # it never reports
+    finally:
+        master.kill()
+        master.wait()
