@@ -6,11 +6,14 @@ should have whatever the umask or the installed files' modes: files 0644, direct
 (an existing DIR keeps its own mode). A new DIR is filled under a temporary name beside it
 and renamed into place, so a plugin pointed at DIR never reads half a policy. A non-empty
 DIR is refused unless --force, which writes the shipped files over their namesakes (each
-replaced in one rename) and leaves every other file in DIR alone.
+replaced in one rename) and leaves every other file in DIR alone; it writes through directory
+descriptors opened without following symlinks, so a directory of DIR swapped for a symlink
+after the check is refused, not written through.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -39,28 +42,69 @@ def shipped_files(source: Path) -> list[Path]:
     return sorted(out)
 
 
-def _write(source: Path, target: Path) -> None:
-    """Copy one file to target in one rename, mode FILE_MODE whatever the umask."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _write(source: Path, directory: int, name: str) -> None:
+    """Copy one file to ``name`` in the open ``directory``, in one rename, mode FILE_MODE
+    whatever the umask (a rename replaces a symlink at ``name``; it never follows it)."""
+    for _ in range(100):
+        tmp = f".{name}.{os.urandom(6).hex()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=directory)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temporary name beside {name}")
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out)
             os.fchmod(out.fileno(), FILE_MODE)
-        os.replace(tmp, target)
+        os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            os.unlink(tmp, dir_fd=directory)
+        except OSError:
+            pass
         raise
 
 
+def _subdirectory(parent: int, name: str) -> int:
+    """The directory ``name`` in ``parent``, opened (made DIR_MODE when missing); never
+    through a symlink, whatever is swapped in meanwhile (the copy is written as root)."""
+    try:
+        os.mkdir(name, DIR_MODE, dir_fd=parent)
+        made = True
+    except FileExistsError:
+        made = False
+    try:
+        fd = os.open(name, _NOFOLLOW_DIR, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise InitRefused(f"{name} is a symbolic link or not a directory: writing "
+                              "through it would put files elsewhere") from None
+        raise
+    if made:
+        os.fchmod(fd, DIR_MODE)  # not the umask's
+    return fd
+
+
 def _fill(source: Path, files: list[Path], target: Path) -> None:
-    for rel in files:
-        level = target
-        for part in rel.parent.parts:  # each directory made here is DIR_MODE, not the umask's
-            level = level / part
-            if not level.is_dir():
-                level.mkdir()
-                os.chmod(level, DIR_MODE)
-        _write(source / rel, target / rel)
+    top = os.open(target, _NOFOLLOW_DIR & ~os.O_NOFOLLOW)  # DIR itself as the user names it
+    try:
+        for rel in files:
+            opened = [top]
+            try:
+                for part in rel.parent.parts:
+                    opened.append(_subdirectory(opened[-1], part))
+                _write(source / rel, opened[-1], rel.name)
+            finally:
+                for fd in opened[1:]:
+                    os.close(fd)
+    finally:
+        os.close(top)
 
 
 def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[Path], list[Path]]:

@@ -131,6 +131,29 @@ def test_init_into_an_empty_directory_keeps_its_mode(tmp_path):
     assert (target / "model.conf").is_file()
 
 
+def test_init_force_never_writes_through_a_directory_swapped_for_a_symlink(tmp_path, monkeypatch):
+    """--force checks DIR for symlinks, then writes as root: a user who swaps DIR/tests for
+    a symlink between the two must not get the files written elsewhere. The check is made
+    to pass (the swap comes right after it): the write itself refuses the symlink."""
+    from authz.policytools import init as init_mod
+
+    target, elsewhere = tmp_path / "p", tmp_path / "elsewhere"
+    target.mkdir()
+    elsewhere.mkdir()
+    (target / "tests").mkdir()
+    real_fill = init_mod._fill
+
+    def swap_then_fill(source, files, into):
+        (into / "tests").rmdir()
+        (into / "tests").symlink_to(elsewhere)
+        return real_fill(source, files, into)
+
+    monkeypatch.setattr(init_mod, "_fill", swap_then_fill)
+    with pytest.raises(init_mod.InitRefused, match="symbolic link"):
+        init_policy(target, SHIPPED, force=True)
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize("where", ["file", "shipped", "inside-shipped"])
 def test_init_refuses_impossible_targets(tmp_path, where):
     target = {"file": tmp_path / "f", "shipped": SHIPPED,
