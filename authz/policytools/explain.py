@@ -143,7 +143,21 @@ def _unread_note(unread: list[tuple[str, str]]) -> list[str]:
 def _outcome(effect: str, by: str) -> str:
     return {"deny": "matched: deny", "audit": "matched: audit (logged, not denied)",
             "exception": f"lifted by exception {by}",
+            "at-create": f"lifted by exception {by}, which lifts it at container.create: a "
+                         "stored fact is judged as at create (decision.py)",
             "except": f"left alone by the rule's except value {by!r}"}[effect]
+
+
+def _lifted_at_create(policy: Policy, identity, endpoint: str, item: "Explained",
+                      fact) -> dict[str, str]:
+    """Rule id → the exception that lifts it for ``fact`` at container.create: a start's,
+    exec's or attach's stored fact is lifted where the container's create was (as
+    ``authz.decision`` decides), so the rule's line says so rather than "deny"."""
+    if endpoint == "container.create" or fact not in item.stored:
+        return {}
+    return {rule.id: by for rule, effect, by in
+            policy.explain_fact(identity, "container.create", item.image, fact)
+            if effect == "exception"}
 
 
 def render(policy: Policy, item: Explained) -> list[str]:
@@ -165,8 +179,11 @@ def render(policy: Policy, item: Explained) -> list[str]:
         identity = getattr(call, "identity", None) or call.user or "anonymous"
         before = len(lines)
         for fact in item.facts:
+            at_create = _lifted_at_create(policy, identity, decision.endpoint, item, fact)
             for rule, effect, by in policy.explain_fact(identity, decision.endpoint, item.image,
                                                         fact):
+                if effect in ("deny", "audit") and rule.id in at_create:
+                    effect, by = "at-create", at_create[rule.id]
                 if effect:
                     lines.append(f"    {rule.id}: {_outcome(effect, by)} on "
                                  f"{fact.kind}={fact.value}")

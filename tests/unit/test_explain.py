@@ -162,3 +162,28 @@ def test_bad_input_exits_2(tmp_path):
     req.write_text("{method: GET, uri: /_ping}\n")
     assert explain("--request", str(req), "--cert", "cn=x").exit_code == 2
     assert explain("--request", str(req), "--call", "create").exit_code == 2
+
+
+def test_a_stored_fact_lifted_as_at_create_says_so_per_rule(tmp_path):
+    """An exception scoped to container.create lifts the same stored fact at start (the
+    decision says "lifted"): the rule's own line must say lifted too, not "matched: deny"."""
+    rules = RULES.replace(
+        "exceptions:\n",
+        "exceptions:\n      - {id: ops-pid, rules: [host-pid], subjects: [\"role:ops\"], "
+        "endpoints: [container.create], reason: r}\n")
+    directory = policy_dir(tmp_path, rules)
+    state = tmp_path / "state.yaml"
+    state.write_text(f"containers:\n  - {{Id: '{ID}', Name: /web, Image: 'sha256:{'a' * 64}', "
+                     "HostConfig: {PidMode: host}}\n")
+    req = tmp_path / "start.yaml"
+    req.write_text("{method: POST, uri: /v1.41/containers/web/start}\n")
+    result = explain("--policy", str(directory), "--state", str(state), "--user", "carol",
+                     "--request", str(req))
+    assert result.exit_code == 0, result.output
+    assert "lifted: [host-pid] by exception ops-pid" in result.output
+    assert ("host-pid: lifted by exception ops-pid, which lifts it at container.create"
+            in result.output), result.output
+    assert "host-pid: matched: deny" not in result.output
+    # Someone the exception does not cover is denied, and the line says so.
+    result = explain("--policy", str(directory), "--state", str(state), "--request", str(req))
+    assert result.exit_code == 1 and "host-pid: matched: deny on namespace.pid=host" in result.output
