@@ -1,10 +1,17 @@
 """Who can change a file pyauthz trusts: a path is only as safe as every directory above it
 (anyone who can write a directory can rename an entry away and put their own in its place,
 unless the directory is sticky, as /tmp is), and as the file itself (its owner, or anyone
-when it is writable by every user, can rewrite it)."""
+when it is writable by every user, can rewrite it), and as every symlink on the way to it.
+
+``open_verified`` resolves a path as the kernel does, one component at a time from ``/``,
+checking each directory, each symlink and the file itself, and returns the descriptor it
+checked: what is read is what was checked, whatever is renamed or swapped meanwhile. The
+files that decide (rules.yaml, model.conf, trust.yaml, and the keys, CA bundles and logins
+trust.yaml names) are read that way, once per load, and only those bytes are used."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -44,21 +51,120 @@ def unsafe_ancestor(path: str) -> str | None:
     return None
 
 
-def rewritable_by_others(path: str) -> str | None:
-    """Why someone other than root could rewrite or replace the file ``path`` names (a key,
-    a CA bundle, registry logins), or None: the file (symlinks followed) must be root's and
-    not writable by every user, and so must every directory above it, both where it is named
-    (a symlink there can be swapped) and where it really is."""
+class NotTrusted(OSError):
+    """A file pyauthz would trust could be rewritten or replaced by someone else: ``why``."""
+
+
+ROOT_ONLY = frozenset({0})
+MAX_POLICY_FILE_BYTES = 16 * 1024 * 1024  # a policy file, a key, a CA bundle, logins
+
+
+def trusted_owners() -> frozenset[int]:
+    """Whose files this process may trust: root's, and its own (under ``pyauthz serve``, run
+    as root, root's alone; a security team's ``policy test`` run as a user, theirs too)."""
+    return frozenset({0, os.geteuid()})
+MAX_LINKS = 40  # as the kernel's own limit on symlinks followed in one path
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _check_entry(info: os.stat_result, where: str, owners: frozenset[int]) -> None:
+    """A directory, symlink or file met on the way: an owner's, and not open to others (a
+    directory writable by every user must be sticky; a file must not be)."""
+    if info.st_uid not in owners:
+        raise NotTrusted(f"{where} belongs to uid {info.st_uid}, not root"
+                         + (f" or uid {os.geteuid()}" if os.geteuid() in owners and
+                            os.geteuid() != 0 else ""))
+    if info.st_mode & stat.S_IWOTH and not (stat.S_ISDIR(info.st_mode)
+                                            and info.st_mode & stat.S_ISVTX):
+        if not stat.S_ISLNK(info.st_mode):
+            raise NotTrusted(f"{where} is writable by every user "
+                             f"(mode {stat.S_IMODE(info.st_mode):04o})")
+
+
+def open_verified(path: str, *, owners: frozenset[int] | None = None,
+                  directory: bool = False) -> int:
+    """Open ``path`` (a regular file, or with ``directory`` a directory) the way the kernel
+    resolves it, one component at a time from ``/`` and never through a symlink it has not
+    checked: every directory traversed, every symlink followed (wherever it leads) and the
+    file itself must belong to ``owners`` and not be writable by every user (a directory may
+    be, if sticky). What is opened is what was checked: the descriptor is returned, and
+    nothing resolves the path again. NotTrusted otherwise (FileNotFoundError and other
+    OSErrors as they come). ``owners``: ``trusted_owners()`` unless given."""
+    owners = trusted_owners() if owners is None else owners
+    parts = [p for p in os.path.join(os.getcwd(), path).split("/") if p][::-1]
+    current, where, links = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), "/", 0
     try:
-        info = os.stat(path)
-    except OSError as exc:
-        return f"{path} cannot be checked: {exc.strerror or exc}"
-    if info.st_uid != 0:
-        return f"{path} belongs to uid {info.st_uid}, not root"
-    if info.st_mode & stat.S_IWOTH:
-        return f"{path} is writable by every user (mode {stat.S_IMODE(info.st_mode):04o})"
-    for directory in _directories_above(os.path.abspath(path)):
-        why = _unsafe_directory(directory)
-        if why is not None:
-            return why
-    return unsafe_ancestor(path)
+        _check_entry(os.fstat(current), "/", owners)
+        while parts:
+            name = parts.pop()
+            if name == ".":
+                continue
+            last = not parts
+            if last and not directory:
+                try:
+                    found = os.open(name, _READ_FLAGS, dir_fd=current)
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:
+                        raise
+                    found = os.open(name, _PATH_FLAGS, dir_fd=current)  # a symlink: follow it
+            else:
+                found = os.open(name, _PATH_FLAGS, dir_fd=current)
+            info = os.fstat(found)
+            here = os.path.join(where, name) if name != ".." else os.path.dirname(where)
+            try:
+                _check_entry(info, here, owners)
+                if stat.S_ISLNK(info.st_mode):
+                    links += 1
+                    if links > MAX_LINKS:
+                        raise OSError(errno.ELOOP, f"too many symbolic links in {path}")
+                    target = os.readlink("", dir_fd=found)
+                    parts += [p for p in target.split("/") if p][::-1]
+                    if target.startswith("/"):
+                        os.close(current)
+                        current, where = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), "/"
+                    continue
+                if last:
+                    wanted = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)
+                    if not wanted:
+                        raise NotTrusted(f"{here} is not a {'directory' if directory else 'regular file'}")
+                    if directory:
+                        opened = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                                         dir_fd=found)
+                        os.close(found)
+                        found = opened
+                    os.close(current)
+                    current, found = found, -1
+                    return current
+                if not stat.S_ISDIR(info.st_mode):
+                    raise NotADirectoryError(errno.ENOTDIR, f"{here} is not a directory")
+                os.close(current)
+                current, found, where = found, -1, here
+            finally:
+                if found != -1:
+                    os.close(found)
+        # The path was "/" (or ended in "."/".."): the directory reached.
+        if not directory:
+            raise NotTrusted(f"{path} is not a regular file")
+        opened = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=current)
+        os.close(current)
+        current = opened
+        return current
+    except BaseException:
+        os.close(current)
+        raise
+
+
+def read_verified(path: str, limit: int = MAX_POLICY_FILE_BYTES, *,
+                  owners: frozenset[int] | None = None) -> bytes:
+    """The bytes of the file ``path`` names, read from what ``open_verified`` checked: at
+    most ``limit`` (larger: ValueError)."""
+    fd = open_verified(path, owners=owners)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit} bytes")
+    return data

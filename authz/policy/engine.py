@@ -32,6 +32,7 @@ from authz.decoding.facts import Fact
 from authz.identity import Identity, Subject, parse_subject
 from authz.policy.matchers import image_match, subject_match, value_match
 from authz.policy.rules import PolicyException, PolicyError, Rule, RuleSet, load_rules
+from authz.ownership import NotTrusted, read_verified
 
 MODEL_FILE = "model.conf"
 RULES_FILE = "rules.yaml"
@@ -99,10 +100,12 @@ class _RuleEnforcer:
     _CACHE_LIMIT = 2048
     _CACHE_KEY_BYTES = 512
 
-    def __init__(self, rule: Rule, exceptions: list[PolicyException], model_path: str):
+    def __init__(self, rule: Rule, exceptions: list[PolicyException], model_text: str):
         self.rule = rule
         self.exceptions = {ex.id: ex for ex in exceptions}
-        self._enforcer = casbin.Enforcer(model_path, enable_log=False)
+        model = casbin.model.Model()
+        model.load_model_from_text(model_text)
+        self._enforcer = casbin.Enforcer(model, enable_log=False)
         self._enforcer.add_function("valueMatch", value_match)
         self._enforcer.add_function("imageMatch", image_match)
         self._enforcer.add_function("subjectMatch", subject_match)
@@ -236,7 +239,18 @@ class Policy:
                     raise PolicyError(f"{ruleset.path}:{ex.line}: exception {ex.id}: no role "
                                       f"{subject[5:]!r} under 'roles:'")
         model = directory / MODEL_FILE
-        if model.is_file() and MODEL_SUBJECT_MATCH not in model.read_text(errors="replace"):
+        # Read once, through a path only root (or whoever runs this) could change; every
+        # build (at each exception's expiry, in every worker) compiles this text, never the
+        # file as it is then.
+        try:
+            self.model_text = read_verified(str(model)).decode("utf-8")
+        except NotTrusted as exc:
+            raise PolicyError(f"{model}: someone other than root could rewrite it: {exc}; "
+                              "make it and the directories above it root's, not writable "
+                              "by every user") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise PolicyError(f"{model}: cannot read: {exc}") from None
+        if MODEL_SUBJECT_MATCH not in self.model_text:
             raise PolicyError(f"{model}: its matcher does not use {MODEL_SUBJECT_MATCH} (a "
                               "model.conf from an older pyauthz); copy the shipped one")
         self.subjects = Subjects(ruleset)
@@ -257,8 +271,7 @@ class Policy:
                 next_expiry = ex.expires
             for rule_id in ex.rules:
                 by_rule[rule_id].append(ex)
-        model_path = str(self.directory / MODEL_FILE)
-        enforcers = [_RuleEnforcer(rule, by_rule[rule.id], model_path)
+        enforcers = [_RuleEnforcer(rule, by_rule[rule.id], self.model_text)
                      for rule in self.ruleset.rules]
         self._state: tuple[list[_RuleEnforcer], dict] = (enforcers, {})
         self._next_expiry = next_expiry

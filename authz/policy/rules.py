@@ -35,7 +35,7 @@ class PolicyError(ValueError):
 
 
 def _yaml(path: Path) -> StrictYaml:
-    return StrictYaml(path, PolicyError)
+    return StrictYaml(path, PolicyError, verified=True)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from authz.ownership import NotTrusted, read_verified
+
 LINE = "__line__"
 
 
@@ -53,18 +55,25 @@ class LineLoader(yaml.SafeLoader):
 
 class StrictYaml:
     """One policy file, read strictly; errors are ``error`` (a ValueError subclass) with
-    ``file:line:`` first."""
+    ``file:line:`` first. ``verified``: a file that decides (rules.yaml), read only through
+    a path no one but root (or whoever runs this) could change (authz.ownership)."""
 
-    def __init__(self, path: Path, error: type[ValueError]):
+    def __init__(self, path: Path, error: type[ValueError], *, verified: bool = False):
         self.path = path
         self.error = error
+        self.verified = verified
 
     def load(self, text: str | None = None) -> Any:
         """The document (mappings are dicts with ``__line__``)."""
         try:
             if text is None:
-                text = self.path.read_text(encoding="utf-8")
+                text = (read_verified(str(self.path)).decode("utf-8") if self.verified
+                        else self.path.read_text(encoding="utf-8"))
             return yaml.load(text, Loader=LineLoader)
+        except NotTrusted as exc:
+            raise self.error(f"{self.path}: someone other than root could rewrite it: {exc}; "
+                             "make it and the directories above it root's, not writable "
+                             "by every user") from None
         except OSError as exc:
             raise self.error(f"{self.path}: cannot read: {exc.strerror}") from None
         except UnicodeDecodeError:

@@ -35,13 +35,16 @@ def _login_host(key: str) -> str:
     return DEFAULT_DOMAIN if host in LEGACY_DEFAULT_DOMAINS else host
 
 
-def load_credentials(path: Path) -> dict[str, Credential]:
+def load_credentials(path: Path, raw: bytes | None = None) -> dict[str, Credential]:
     """Read a docker ``config.json``-style file: ``{"auths": {HOST: {"auth": b64(user:pw)}}}``
-    (or ``username``/``password``). Error messages never contain the file's content."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise TrustPolicyError(f"credentials_file {path}: cannot read: {exc.strerror or exc}") from None
+    (or ``username``/``password``); ``raw``: its bytes, already read. Error messages never
+    contain the file's content."""
+    if raw is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise TrustPolicyError(f"credentials_file {path}: cannot read: "
+                                   f"{exc.strerror or exc}") from None
     try:
         data = json.loads(raw)
     except ValueError:

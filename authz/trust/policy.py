@@ -162,6 +162,9 @@ class RegistrySettings:
     insecure: bool = False           # plain HTTP
     ca_file: Path | None = None      # PEM bundle to verify the registry's TLS certificate
     source: str = ""
+    # What verifies it: ca_file's bytes as loaded, in a sealed in-memory file
+    # (/proc/self/fd/N): never ca_file again, whatever becomes of it.
+    ca_bundle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ class TrustPolicy:
     rules: tuple[Requirement, ...]          # rules and exceptions, most specific first
     registries: dict = field(default_factory=dict)
     credentials_file: Path | None = None
+    credentials: dict = field(default_factory=dict, repr=False)  # parsed once, at load
     timeouts: Timeouts = Timeouts()
     cache: CacheSettings = CacheSettings()
     keys_empty: bool = True

@@ -7,10 +7,12 @@ or patterns, merge keys, unreadable key files are errors that name ``file:line``
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 from pathlib import Path
 
-from authz.ownership import rewritable_by_others
+from authz.ownership import NotTrusted, read_verified
 from authz.moby.reference import (
     DEFAULT_DOMAIN,
     DOMAIN_RE,
@@ -62,11 +64,12 @@ def load_policy(policy_dir: Path) -> TrustPolicy:
     default = _read_default(top, keys)
     rules = _read_rules(top, keys)
     exceptions = _read_exceptions(top)
+    credentials_file, credentials = _read_credentials_file(top)
     return TrustPolicy(
         path=path, keys=tuple(keys.values()), keys_line=_key_line(top, "keys"),
         exceptions_line=_key_line(top, "exceptions"), default=default,
         rules=_most_specific_first(rules + exceptions), registries=_read_registries(top),
-        credentials_file=_read_credentials_file(top), timeouts=_read_timeouts(top),
+        credentials_file=credentials_file, credentials=credentials, timeouts=_read_timeouts(top),
         cache=_read_cache(top), keys_empty=not keys, exceptions_empty=not exceptions)
 
 
@@ -76,15 +79,41 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _refuse_open(section: Section, field: str, what: str, path: Path) -> None:
+_PINNED: dict[bytes, str] = {}  # a CA bundle's bytes → its sealed in-memory file, per process
+
+
+def pinned_bundle(pem: bytes) -> str:
+    """A path that reads ``pem`` and nothing else, ever: a sealed memfd (``/proc/self/fd/N``,
+    inherited by the workers forked after the load), one per distinct bundle. requests and
+    OpenSSL open it by path at each connection; no file on disk is read again."""
+    found = _PINNED.get(pem)
+    if found is not None:
+        return found
+    fd = os.memfd_create("pyauthz-ca-file", os.MFD_ALLOW_SEALING)
+    view = memoryview(pem)
+    while view:
+        view = view[os.write(fd, view):]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW
+                | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    path = f"/proc/self/fd/{fd}"
+    _PINNED[pem] = path
+    return path
+
+
+def _read_named(section: Section, field: str, what: str, path: Path) -> bytes:
     """A file trust.yaml names (a key, a CA bundle, registry logins) decides what is trusted
-    as much as trust.yaml does: refuse one that someone other than root could rewrite or
-    replace, wherever it is (serve, reload and lint refuse the policy directory likewise)."""
-    why = rewritable_by_others(str(path))
-    if why is not None:
+    as much as trust.yaml does: read once, through a path no one but root could change
+    (authz.ownership: every directory, symlink and the file itself), and only these bytes
+    are used afterwards; refused otherwise, wherever it is."""
+    try:
+        return read_verified(str(path))
+    except NotTrusted as exc:
         raise section.fail_value(field, f"{what}: {path} can be rewritten by others than "
-                                        f"root ({why}); make it and the directories above "
-                                        f"it root's, and not writable by every user")
+                                        f"root ({exc}); make it and the directories above "
+                                        f"it root's, and not writable by every user") from None
+    except (OSError, ValueError) as exc:
+        raise section.fail_value(field, f"{what}: cannot read {path}: "
+                                        f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _key_line(top: Section, key: str) -> int | None:
@@ -145,13 +174,7 @@ def _key_pem(entry: Section, name: str) -> tuple[bytes, str]:
     """The key's PEM bytes and where they come from (the key file, or trust.yaml:line)."""
     if "file" in entry:
         key_path = _resolve(entry.reader.path.parent, entry.string("file", "file"))
-        try:
-            pem = key_path.read_bytes()
-        except OSError as exc:
-            raise entry.fail_value("file", f"key {name!r}: cannot read {key_path}: "
-                                           f"{exc.strerror or exc}") from None
-        _refuse_open(entry, "file", f"key {name!r}", key_path)
-        return pem, str(key_path)
+        return _read_named(entry, "file", f"key {name!r}", key_path), str(key_path)
     return (entry.string("pem", "pem").encode(),
             f"{entry.reader.path}:{entry.position('pem').value}")
 
@@ -302,26 +325,25 @@ def _read_registry(settings: Section, host: str, source: str) -> RegistrySetting
                                                  f"true exclude each other (insecure means "
                                                  f"plain HTTP)")
         ca_file = _resolve(settings.reader.path.parent, settings.string("ca_file", "ca_file"))
-        if not ca_file.is_file():
-            raise settings.fail_value("ca_file", f"registry {host!r}: ca_file {ca_file} is not "
-                                                 f"a readable file")
-        _refuse_open(settings, "ca_file", f"registry {host!r}: ca_file", ca_file)
+        pem = _read_named(settings, "ca_file", f"registry {host!r}: ca_file", ca_file)
+        return RegistrySettings(host=host, insecure=insecure, ca_file=ca_file, source=source,
+                                ca_bundle=pinned_bundle(pem))
     return RegistrySettings(host=host, insecure=insecure, ca_file=ca_file, source=source)
 
 
 # --------------------------------------------------------------------------- credentials, limits
 
-def _read_credentials_file(top: Section) -> Path | None:
-    """``credentials_file:``: registry logins, checked now (never echoed)."""
+def _read_credentials_file(top: Section) -> tuple[Path | None, dict]:
+    """``credentials_file:``: registry logins, read and checked now (never echoed); the
+    logins used are these, never the file read again."""
     if "credentials_file" not in top or top.value("credentials_file") is None:
-        return None
+        return None, {}
     path = _resolve(top.reader.path.parent, top.string("credentials_file", "credentials_file"))
+    raw = _read_named(top, "credentials_file", "credentials_file", path)
     try:
-        load_credentials(path)
+        return path, load_credentials(path, raw)
     except TrustPolicyError as exc:
         raise top.fail_value("credentials_file", str(exc)) from None
-    _refuse_open(top, "credentials_file", "credentials_file", path)
-    return path
 
 
 def _optional_number(section: Section, key: str, lo: float, hi: float,

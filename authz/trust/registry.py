@@ -172,8 +172,10 @@ class RegistryClient:
         return f"{scheme}://{ref.api_host}", settings
 
     def _verify(self, settings: RegistrySettings) -> str | bool:
-        """requests' ``verify``: the registry's CA bundle, or the system CAs."""
-        return str(settings.ca_file) if settings.ca_file else True
+        """requests' ``verify``: the registry's CA bundle as loaded, or the system CAs."""
+        if settings.ca_file is not None and settings.ca_bundle is None:
+            raise RegistryUnreachable(f"ca_file {settings.ca_file} was not loaded")
+        return settings.ca_bundle or True
 
     def _request(self, url: str, headers: dict, settings: RegistrySettings, deadline: Deadline,
                  what: str) -> requests.Response:

@@ -27,7 +27,7 @@ from typing import Callable
 from authz.deadline import Deadline, DeadlineExceeded
 from authz.moby.client import DockerClient
 from authz.trust.cache import TTLCache
-from authz.trust.credentials import credentials_mode_warning, load_credentials
+from authz.trust.credentials import credentials_mode_warning
 from authz.trust.local import LocalImageTrust, NeedsRegistry
 from authz.trust.policy import ACCEPT, TrustPolicy
 from authz.trust.policyfile import load_policy
@@ -49,7 +49,7 @@ class ImageTrust:
         self.policy = policy
         self.docker = docker
         if credentials is None:
-            credentials = load_credentials(policy.credentials_file) if policy.credentials_file else {}
+            credentials = policy.credentials  # read once, when trust.yaml was loaded
         cache: TTLCache[Verified] = TTLCache(policy.cache.ttl_seconds, policy.cache.max_entries,
                                              clock=clock)
         self._remote = RegistryTrust(

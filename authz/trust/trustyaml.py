@@ -16,6 +16,7 @@ from yaml.nodes import Node, SequenceNode
 from authz.policy.yamlfile import LINE, AmbiguousKey, StrictYaml
 from authz.policy.yamlfile import LineLoader as StrictLoader
 from authz.trust.policy import POLICY_FILE, TrustPolicyError
+from authz.ownership import NotTrusted, read_verified
 
 POSITIONS = "__positions__"
 
@@ -66,7 +67,7 @@ class TrustYaml(StrictYaml):
     """trust.yaml: the strict reader with ``TrustPolicyError``, and checks by line."""
 
     def __init__(self, path: Path):
-        super().__init__(path, TrustPolicyError)
+        super().__init__(path, TrustPolicyError, verified=True)
         self.root_line = 1
 
     def load(self, text: str | None = None) -> Any:
@@ -91,7 +92,11 @@ class TrustYaml(StrictYaml):
     def _read(self) -> str:
         """The file's text."""
         try:
-            return self.path.read_text(encoding="utf-8")
+            return read_verified(str(self.path)).decode("utf-8")
+        except NotTrusted as exc:
+            raise self.fail(None, f"someone other than root could rewrite it: {exc}; make it "
+                                  "and the directories above it root's, not writable by "
+                                  "every user") from None
         except FileNotFoundError:
             raise self.fail(None, f"missing (the image trust policy; the shipped "
                                   f"policies/{POLICY_FILE} denies every unsigned image)") from None

@@ -206,7 +206,7 @@ def test_bad_patterns(text, why):
     ("version: 1\nregistries:\n  a.io:\n    insecure: yes-please\n", 4, "true or false"),
     ("version: 1\nregistries:\n  a.io:\n    insecure: true\n    ca_file: ca.pem\n", 5,
      "exclude each other"),
-    ("version: 1\nregistries:\n  a.io:\n    ca_file: none.pem\n", 4, "not a readable file"),
+    ("version: 1\nregistries:\n  a.io:\n    ca_file: none.pem\n", 4, "cannot read"),
     ("version: 1\nregistries:\n  a.io:\n    tls: true\n", 4, "unknown key 'tls'"),
     ("version: 1\ntimeouts:\n  decision: 60\n", 3, "between"),
     ("version: 1\ncache:\n  ttl_seconds: -1\n", 3, "between"),
