@@ -8,7 +8,9 @@ and renamed into place, so a plugin pointed at DIR never reads half a policy. A 
 DIR is refused unless --force, which writes the shipped files over their namesakes (each
 replaced in one rename) and leaves every other file in DIR alone; it writes through directory
 descriptors opened without following symlinks, so a directory of DIR swapped for a symlink
-after the check is refused, not written through.
+after the check is refused, not written through. DIR (or, for a new DIR, the directory above
+it) is opened through a path only root or the caller could change (authz.ownership): the
+copy is often written as root, and a local user must not decide where it goes.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
+import stat
 from pathlib import Path
 
 import click
+
+from authz.ownership import NotTrusted, open_verified
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -91,20 +95,29 @@ def _subdirectory(parent: int, name: str) -> int:
     return fd
 
 
-def _fill(source: Path, files: list[Path], target: Path) -> None:
-    top = os.open(target, _NOFOLLOW_DIR & ~os.O_NOFOLLOW)  # DIR itself as the user names it
+def _fill(source: Path, files: list[Path], top: int) -> None:
+    """Write ``files`` into the open directory ``top``."""
+    for rel in files:
+        opened = [top]
+        try:
+            for part in rel.parent.parts:
+                opened.append(_subdirectory(opened[-1], part))
+            _write(source / rel, opened[-1], rel.name)
+        finally:
+            for fd in opened[1:]:
+                os.close(fd)
+
+
+def _open_checked(path: Path) -> int:
+    """The directory ``path`` names, opened through a path only root or the caller could
+    change (authz.ownership): the copy is written as root, often, and what a local user can
+    rename or swap on the way (DIR as a symlink into another policy, a directory above it)
+    must not decide where it goes."""
     try:
-        for rel in files:
-            opened = [top]
-            try:
-                for part in rel.parent.parts:
-                    opened.append(_subdirectory(opened[-1], part))
-                _write(source / rel, opened[-1], rel.name)
-            finally:
-                for fd in opened[1:]:
-                    os.close(fd)
-    finally:
-        os.close(top)
+        return open_verified(str(path), directory=True)
+    except NotTrusted as exc:
+        raise InitRefused(f"{path} can be changed by others than root or you ({exc}); "
+                          "nothing written") from None
 
 
 def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[Path], list[Path]]:
@@ -120,31 +133,60 @@ def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[P
     if target.exists() and not target.is_dir():
         raise InitRefused(f"{target} exists and is not a directory")
     if target.is_dir():
-        present = list(target.iterdir())
-        if present and not force:
-            raise InitRefused(f"{target} is not empty ({len(present)} entries); nothing written. "
-                              "--force writes the shipped files over their namesakes and leaves "
-                              "the other files alone")
-        linked = sorted({str(target / parent) for rel in files for parent in rel.parents
-                         if parent != Path(".") and (target / parent).is_symlink()}
-                        | {str(target / rel) for rel in files if (target / rel).is_symlink()})
-        if linked:
-            raise InitRefused(f"{linked[0]} is a symbolic link: writing through it would put "
-                              "files elsewhere; nothing written")
-        replaced = [rel for rel in files if (target / rel).exists()]
-        _fill(source, files, target)
+        top = _open_checked(target)
+        try:
+            present = os.listdir(top)
+            if present and not force:
+                raise InitRefused(f"{target} is not empty ({len(present)} entries); nothing "
+                                  "written. --force writes the shipped files over their "
+                                  "namesakes and leaves the other files alone")
+            linked = sorted({str(target / parent) for rel in files for parent in rel.parents
+                             if parent != Path(".") and _is_link(top, parent)}
+                            | {str(target / rel) for rel in files if _is_link(top, rel)})
+            if linked:
+                raise InitRefused(f"{linked[0]} is a symbolic link: writing through it would "
+                                  "put files elsewhere; nothing written")
+            replaced = [rel for rel in files if _exists(top, rel)]
+            _fill(source, files, top)
+        finally:
+            os.close(top)
         return files, replaced
-    # A new directory: filled under a temporary name beside it, then renamed into place.
+    # A new directory: made under a temporary name in its (checked) parent, filled, then
+    # renamed into place; all through the parent's descriptor.
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.init."))
+    parent = _open_checked(target.parent)
+    staging = f".{target.name}.init.{os.urandom(6).hex()}"
     try:
-        os.chmod(staging, DIR_MODE)
-        _fill(source, files, staging)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        os.mkdir(staging, 0o700, dir_fd=parent)
+        try:
+            top = os.open(staging, _NOFOLLOW_DIR, dir_fd=parent)
+            try:
+                os.fchmod(top, DIR_MODE)
+                _fill(source, files, top)
+            finally:
+                os.close(top)
+            os.rename(staging, target.name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True, dir_fd=parent)
+            raise
+    finally:
+        os.close(parent)
     return files, []
+
+
+def _is_link(top: int, rel: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(str(rel), dir_fd=top, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _exists(top: int, rel: Path) -> bool:
+    try:
+        os.stat(str(rel), dir_fd=top, follow_symlinks=False)
+        return True
+    except OSError:
+        return False
 
 
 @click.command("init")

@@ -143,15 +143,40 @@ def test_init_force_never_writes_through_a_directory_swapped_for_a_symlink(tmp_p
     (target / "tests").mkdir()
     real_fill = init_mod._fill
 
-    def swap_then_fill(source, files, into):
-        (into / "tests").rmdir()
-        (into / "tests").symlink_to(elsewhere)
-        return real_fill(source, files, into)
+    def swap_then_fill(source, files, top):
+        (target / "tests").rmdir()
+        (target / "tests").symlink_to(elsewhere)
+        return real_fill(source, files, top)
 
     monkeypatch.setattr(init_mod, "_fill", swap_then_fill)
     with pytest.raises(init_mod.InitRefused, match="symbolic link"):
         init_policy(target, SHIPPED, force=True)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_init_never_writes_where_a_local_user_can_redirect_it(tmp_path):
+    """Run as root: DIR given as a symlink a user owns (or that leads through their
+    directory) into the live policy, and a new DIR under a directory a user can write (who
+    would swap the staging directory for a symlink), are refused, nothing written; a
+    root-owned symlink to a root-owned directory is followed as before."""
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, 1000, 1000)
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "rules.yaml").write_text("# the live policy\n")
+    (home / "pol").symlink_to(live)
+    os.lchown(home / "pol", 1000, 1000)
+    result = CliRunner().invoke(main, ["policy", "init", "--force", str(home / "pol")])
+    assert result.exit_code == 1 and "belongs to uid 1000" in result.output, result.output
+    assert (live / "rules.yaml").read_text() == "# the live policy\n"
+    result = CliRunner().invoke(main, ["policy", "init", str(home / "new")])
+    assert result.exit_code == 1 and "belongs to uid 1000" in result.output, result.output
+    assert sorted(p.name for p in home.iterdir()) == ["pol"]
+    (tmp_path / "link").symlink_to(live)
+    result = CliRunner().invoke(main, ["policy", "init", "--force", str(tmp_path / "link")])
+    assert result.exit_code == 0, result.output
+    assert (live / "rules.yaml").read_bytes() == (SHIPPED / "rules.yaml").read_bytes()
 
 
 @pytest.mark.parametrize("where", ["file", "shipped", "inside-shipped"])
