@@ -6,6 +6,7 @@ Each test fails on the code as landed and passes once the hole is closed.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -295,14 +296,18 @@ def test_redteam_a_world_writable_policy_directory_is_refused(tmp_path):
     rules.yaml) writable by other users is loaded, so any local user rewrites what root
     enforces (and `pyauthz policy init` into an existing directory keeps its mode, 0777
     included). Expected: refused (as sshd's StrictModes), or at least not served."""
-    from authz.policytools.init import init_policy
+    from authz.policytools.init import InitRefused, init_policy
     from authz.reload import load_bundle
 
     target = tmp_path / "policies"
     target.mkdir()
     os.chmod(target, 0o777)
-    init_policy(target, cli.shipped_policy_dir())
-    assert os.stat(target).st_mode & 0o777 == 0o777  # kept, as documented
+    # init refuses to write a policy there at all (since issue 11's last session: DIR is
+    # opened through a checked path), and serve refuses to load one.
+    with pytest.raises(InitRefused, match="writable by every user"):
+        init_policy(target, cli.shipped_policy_dir())
+    assert os.listdir(target) == []
+    shutil.copytree(cli.shipped_policy_dir(), target, dirs_exist_ok=True)
     with pytest.raises(Exception, match="(?i)writable"):
         load_bundle(target, None, settle=0)
 
