@@ -308,6 +308,7 @@ def test_redteam_a_world_writable_policy_directory_is_refused(tmp_path):
         init_policy(target, cli.shipped_policy_dir())
     assert os.listdir(target) == []
     shutil.copytree(cli.shipped_policy_dir(), target, dirs_exist_ok=True)
+    os.chmod(target, 0o777)  # copytree copied the shipped directory's mode
     with pytest.raises(Exception, match="(?i)writable"):
         load_bundle(target, None, settle=0)
 
