@@ -219,6 +219,11 @@ def _signal_master(state: dict, socket_path: str) -> None:
 
     from authz.reload import process_identity
 
+    named = state.get("socket")
+    if named is not None and named != os.path.abspath(socket_path):
+        raise OSError(f"the state file for {socket_path} was written by the pyauthz serving "
+                      f"{named} (two sockets with one name share /run/pyauthz/); nothing "
+                      "signalled: give each socket its own file name")
     pid = int(state["pid"])
     stale = OSError(f"no pyauthz is running for {socket_path}: process {pid} of its state "
                     "file has exited (a stale state file)")

@@ -153,6 +153,7 @@ class PolicyHolder:
 
     def state(self) -> dict:
         return {"pid": os.getpid(), "started": process_identity(os.getpid()),
+                "socket": os.path.abspath(self.socket_path),
                 "policy_dir": str(self.policy_dir),
                 "revision": self.bundle.policy.revision, "reloads": self.reloads,
                 "failed_reloads": self.failures, "last_error": self.last_error,

@@ -131,3 +131,23 @@ def test_reload_signals_the_process_that_wrote_the_state(tmp_path):
     finally:
         master.kill()
         master.wait()
+
+
+def test_reload_signals_no_pyauthz_serving_another_socket_of_the_same_name(tmp_path):
+    """State files are named after the socket's file name: a second pyauthz on
+    /elsewhere/NAME.sock writes the same one. reload --socket A must not signal B."""
+    import subprocess
+    import sys
+
+    from authz.reload import process_identity
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        result = _reload_with_state(tmp_path, {"pid": other.pid,
+                                               "started": process_identity(other.pid),
+                                               "socket": "/elsewhere/reused.sock"})
+        assert result.exit_code == 2 and "two sockets with one name" in result.output
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
