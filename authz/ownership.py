@@ -14,6 +14,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
 
 
 def _unsafe_directory(path: str) -> str | None:
@@ -54,15 +57,44 @@ def unsafe_ancestor(path: str) -> str | None:
 class NotTrusted(OSError):
     """A file pyauthz would trust could be rewritten or replaced by someone else: ``why``."""
 
+    def __init__(self, why: str):
+        super().__init__(errno.EPERM, why)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+class TooLarge(OSError):
+    """A file larger than pyauthz reads."""
+
+    def __init__(self, why: str):
+        super().__init__(errno.EFBIG, why)
+
+    def __str__(self) -> str:
+        return self.strerror
+
 
 ROOT_ONLY = frozenset({0})
 MAX_POLICY_FILE_BYTES = 16 * 1024 * 1024  # a policy file, a key, a CA bundle, logins
+_AS_SERVED: ContextVar[bool] = ContextVar("pyauthz_as_served", default=False)
 
 
 def trusted_owners() -> frozenset[int]:
     """Whose files this process may trust: root's, and its own (under ``pyauthz serve``, run
-    as root, root's alone; a security team's ``policy test`` run as a user, theirs too)."""
-    return frozenset({0, os.geteuid()})
+    as root, root's alone; a security team's ``policy test`` run as a user, theirs too),
+    except within ``as_served()``: root's alone."""
+    return ROOT_ONLY if _AS_SERVED.get() else frozenset({0, os.geteuid()})
+
+
+@contextmanager
+def as_served() -> Iterator[None]:
+    """Judge files as ``pyauthz serve`` (root) does, whoever runs this: ``policy lint`` says
+    what serve and a reload would refuse, even when a user runs it on their own files."""
+    token = _AS_SERVED.set(True)
+    try:
+        yield
+    finally:
+        _AS_SERVED.reset(token)
 MAX_LINKS = 40  # as the kernel's own limit on symlinks followed in one path
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -83,15 +115,28 @@ def _check_entry(info: os.stat_result, where: str, owners: frozenset[int]) -> No
 
 
 def open_verified(path: str, *, owners: frozenset[int] | None = None,
-                  directory: bool = False) -> int:
+                  directory: bool = False, visited: list[str] | None = None) -> int:
     """Open ``path`` (a regular file, or with ``directory`` a directory) the way the kernel
     resolves it, one component at a time from ``/`` and never through a symlink it has not
     checked: every directory traversed, every symlink followed (wherever it leads) and the
     file itself must belong to ``owners`` and not be writable by every user (a directory may
     be, if sticky). What is opened is what was checked: the descriptor is returned, and
     nothing resolves the path again. NotTrusted otherwise (FileNotFoundError and other
-    OSErrors as they come). ``owners``: ``trusted_owners()`` unless given."""
+    OSErrors as they come). ``owners``: ``trusted_owners()`` unless given. ``visited``
+    gets the real path of every directory a symlink followed sat in, and of what was
+    opened (what a bind must never reach: authz.plugin)."""
     owners = trusted_owners() if owners is None else owners
+    if path.endswith("/") and not directory:
+        raise NotADirectoryError(errno.ENOTDIR, f"{path}: a file name ends with '/'")
+    try:
+        return _open_verified(path, owners, directory, visited)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(errno.ENOENT, f"{exc.strerror} ({exc.filename!r} of {path})",
+                                path) from None
+
+
+def _open_verified(path: str, owners: frozenset[int], directory: bool,
+                   visited: list[str] | None) -> int:
     parts = [p for p in os.path.join(os.getcwd(), path).split("/") if p][::-1]
     current, where, links = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), "/", 0
     try:
@@ -115,6 +160,8 @@ def open_verified(path: str, *, owners: frozenset[int] | None = None,
             try:
                 _check_entry(info, here, owners)
                 if stat.S_ISLNK(info.st_mode):
+                    if visited is not None:
+                        visited.append(where)
                     links += 1
                     if links > MAX_LINKS:
                         raise OSError(errno.ELOOP, f"too many symbolic links in {path}")
@@ -125,6 +172,8 @@ def open_verified(path: str, *, owners: frozenset[int] | None = None,
                         current, where = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), "/"
                     continue
                 if last:
+                    if visited is not None:
+                        visited.append(here)
                     wanted = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)
                     if not wanted:
                         raise NotTrusted(f"{here} is not a {'directory' if directory else 'regular file'}")
@@ -156,15 +205,16 @@ def open_verified(path: str, *, owners: frozenset[int] | None = None,
 
 
 def read_verified(path: str, limit: int = MAX_POLICY_FILE_BYTES, *,
-                  owners: frozenset[int] | None = None) -> bytes:
+                  owners: frozenset[int] | None = None,
+                  visited: list[str] | None = None) -> bytes:
     """The bytes of the file ``path`` names, read from what ``open_verified`` checked: at
     most ``limit`` (larger: ValueError)."""
-    fd = open_verified(path, owners=owners)
+    fd = open_verified(path, owners=owners, visited=visited)
     try:
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(limit + 1)
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise ValueError(f"{path} is larger than {limit} bytes")
+        raise TooLarge(f"{path} is larger than {limit} bytes")
     return data

@@ -72,6 +72,20 @@ def own_paths(config: PluginConfig) -> tuple[ProtectedPath, ...]:
     return protected(dict.fromkeys(paths + real), "pyauthz's own files, or dockerd's socket")
 
 
+def trust_paths(trust) -> tuple[ProtectedPath, ...]:
+    """The files image trust was loaded from (trust.yaml, keys, CA bundles, logins: as
+    named, where each symlink on the way sat, and where they are), and their directories:
+    a container that could write them (a bind of one, or of its directory) would choose the
+    keys images are checked against at the next reload, or read the registry logins."""
+    if trust is None:
+        return ()
+    files = list(getattr(trust.policy, "files", ()))
+    paths = files + [os.path.dirname(f) for f in files]
+    paths += [os.path.realpath(p) for p in paths]
+    return protected(dict.fromkeys(paths), "a file image trust is loaded from, or its "
+                                           "directory")
+
+
 def docker_client(docker_host: str | None) -> DockerClient | None:
     """The one dockerd client the plugin reads state and local images with."""
     return DockerClient(docker_host) if docker_host else None
@@ -79,7 +93,9 @@ def docker_client(docker_host: str | None) -> DockerClient | None:
 
 def load_trust(policy_dir: Path, docker: DockerClient | None):
     """Image trust, when the policy directory has a trust policy."""
-    if not (policy_dir / "trust.yaml").is_file():
+    if not os.path.lexists(policy_dir / "trust.yaml"):
+        # Only no entry at all means no image trust: a trust.yaml that is a dangling
+        # symlink, or cannot be read, is an error (a load refused), never trust turned off.
         return None
     from authz.trust import ImageTrust
 
@@ -121,7 +137,8 @@ class Plugin:
         else:
             docker = docker_client(config.docker_host)
             policy, trust = Policy.load(config.policy_dir), load_trust(config.policy_dir, docker)
-        return cls(policy, trust, docker, floor=SYSTEM_FLOOR + own_paths(config),
+        return cls(policy, trust, docker,
+                   floor=SYSTEM_FLOOR + own_paths(config) + trust_paths(trust),
                    logger=audit.make_logger(config.log_file), threads=config.threads)
 
     def warnings(self) -> list[str]:
@@ -137,6 +154,9 @@ class Plugin:
                        "stored configuration, nor service networks named by id")
         if self.trust is not None:
             out += self.trust.startup_warnings()
+        else:
+            out.append("image trust is OFF: the policy directory has no trust.yaml, so no "
+                       "image signature is checked")
         return out
 
     def handle(self, phase: str, raw: bytes) -> dict:

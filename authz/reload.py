@@ -64,6 +64,13 @@ def refuse_open_policy(policy_dir: Path) -> None:
             path = os.path.join(directory, name) if name else directory
             try:
                 info = os.stat(path)
+            except FileNotFoundError:
+                if os.path.islink(path):  # a symlink to nothing: what it names can appear
+                    raise OpenPolicy(f"{path} is a symbolic link to nothing ("
+                                     f"{os.readlink(path)!r}): whoever can create that "
+                                     "could add to the policy (or, for trust.yaml, its "
+                                     "absence turns image trust off); remove it") from None
+                continue
             except OSError:
                 continue  # the loader reports what cannot be read
             count += 1

@@ -32,7 +32,7 @@ from authz.decoding.facts import Fact
 from authz.identity import Identity, Subject, parse_subject
 from authz.policy.matchers import image_match, subject_match, value_match
 from authz.policy.rules import PolicyException, PolicyError, Rule, RuleSet, load_rules
-from authz.ownership import NotTrusted, read_verified
+from authz.ownership import NotTrusted, TooLarge, read_verified
 
 MODEL_FILE = "model.conf"
 RULES_FILE = "rules.yaml"
@@ -80,15 +80,26 @@ class Evaluation:
     matched_facts: tuple[Fact, ...]
 
 
+# A policy directory holds a handful of files; more only makes every load slow.
+MAX_REVISION_ENTRIES = 10_000
+
+
 def policy_revision(directory: Path) -> str:
-    """sha256 over every file of the policy directory (names and contents)."""
+    """sha256 over every file of the policy directory (names and contents), each read as
+    the files that decide are (``read_verified``: through a checked path, at most 16 MiB),
+    at most MAX_REVISION_ENTRIES entries: whatever a symlink in it leads to, a load's cost
+    stays bounded. OSError (NotTrusted, TooLarge...) otherwise."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    files = []
+    for count, path in enumerate(directory.rglob("*"), 1):
+        if count > MAX_REVISION_ENTRIES:
+            raise TooLarge(f"{directory} holds more than {MAX_REVISION_ENTRIES} entries")
         rel = path.relative_to(directory).as_posix()
-        if rel.startswith(".") or "/." in rel:
-            continue
+        if not (rel.startswith(".") or "/." in rel) and path.is_file():
+            files.append((rel, path))
+    for rel, path in sorted(files, key=lambda item: item[1]):  # Path order, as ever
         digest.update(rel.encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+        digest.update(read_verified(str(path)) + b"\0")
     return digest.hexdigest()
 
 
@@ -248,8 +259,9 @@ class Policy:
             raise PolicyError(f"{model}: someone other than root could rewrite it: {exc}; "
                               "make it and the directories above it root's, not writable "
                               "by every user") from None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise PolicyError(f"{model}: cannot read: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"{model}: cannot read: {exc.strerror or exc}"
+                              if isinstance(exc, OSError) else f"{model}: cannot read: {exc}") from None
         if MODEL_SUBJECT_MATCH not in self.model_text:
             raise PolicyError(f"{model}: its matcher does not use {MODEL_SUBJECT_MATCH} (a "
                               "model.conf from an older pyauthz); copy the shipped one")
@@ -294,7 +306,15 @@ class Policy:
         if not (directory / MODEL_FILE).is_file():
             raise PolicyError(f"{directory}: no {MODEL_FILE}")
         ruleset = load_rules(directory / RULES_FILE)
-        return cls(directory, ruleset, policy_revision(directory))
+        policy = cls(directory, ruleset, "")
+        try:
+            policy.revision = policy_revision(directory)
+        except NotTrusted as exc:
+            raise PolicyError(f"{directory}: someone other than root could rewrite a file of "
+                              f"the policy: {exc}") from None
+        except OSError as exc:
+            raise PolicyError(f"{directory}: cannot read: {exc.strerror or exc}") from None
+        return policy
 
     @staticmethod
     def _candidates(state: tuple[list[_RuleEnforcer], dict], kind: str) -> tuple[_RuleEnforcer, ...]:

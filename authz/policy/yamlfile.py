@@ -75,7 +75,7 @@ class StrictYaml:
                              "make it and the directories above it root's, not writable "
                              "by every user") from None
         except OSError as exc:
-            raise self.error(f"{self.path}: cannot read: {exc.strerror}") from None
+            raise self.error(f"{self.path}: cannot read: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
             raise self.error(f"{self.path}: not UTF-8 text") from None
         except AmbiguousKey as exc:

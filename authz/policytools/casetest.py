@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authz.decision import Decision
-from authz.plugin import Plugin, PluginConfig, own_paths
+from authz.plugin import Plugin, PluginConfig, load_trust, own_paths, trust_paths
 from authz.policy.engine import Policy
 from authz.policy.floor import SYSTEM_FLOOR
 from authz.policytools.cases import Case, RawRequest, with_identity
@@ -68,7 +68,11 @@ def calls_of(docker: tuple[str, ...] | list[str], request: RawRequest | None,
 def serve_floor(policy_dir: Path):
     """The floor ``pyauthz serve --policy DIR`` decides with (its defaults otherwise)."""
     config = PluginConfig(policy_dir=Path(policy_dir), socket_path=DEFAULT_SOCKET)
-    return SYSTEM_FLOOR + own_paths(config)
+    try:  # the files image trust is loaded from: serve protects them too
+        trust = load_trust(Path(policy_dir), None)
+    except Exception:  # noqa: BLE001 - serve would refuse this trust.yaml; lint says why
+        trust = None
+    return SYSTEM_FLOOR + own_paths(config) + trust_paths(trust)
 
 
 def plugin_for(policy: Policy, state: dict | None = None, floor=None) -> Plugin:

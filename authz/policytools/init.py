@@ -153,8 +153,7 @@ def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[P
         return files, replaced
     # A new directory: made under a temporary name in its (checked) parent, filled, then
     # renamed into place; all through the parent's descriptor.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    parent = _open_checked(target.parent)
+    parent = _make_parents(target.parent)
     staging = f".{target.name}.init.{os.urandom(6).hex()}"
     try:
         os.mkdir(staging, 0o700, dir_fd=parent)
@@ -172,6 +171,27 @@ def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[P
     finally:
         os.close(parent)
     return files, []
+
+
+def _make_parents(path: Path) -> int:
+    """``path`` opened as a directory, the missing levels made (DIR_MODE) through the
+    descriptor of the nearest existing one, which is opened through a checked path: nothing
+    is made before the path to it is known to be root's or the caller's."""
+    missing = []
+    existing = Path(os.path.abspath(path))
+    while not os.path.lexists(existing) and existing != existing.parent:
+        missing.append(existing.name)
+        existing = existing.parent
+    fd = _open_checked(existing)
+    try:
+        for name in reversed(missing):
+            fd_next = _subdirectory(fd, name)
+            os.close(fd)
+            fd = fd_next
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _is_link(top: int, rel: Path) -> bool:

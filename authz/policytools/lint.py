@@ -37,6 +37,7 @@ from pathlib import Path
 import click
 
 from authz.policy.engine import RULES_FILE, Policy, policy_revision
+from authz.ownership import NotTrusted, as_served
 from authz.policy.yamlfile import LINE
 from authz.policytools.lint_report import ERROR, WARNING, Finding, Report, error_finding
 from authz.policytools.lint_tolerant import RulesLoader, rules_errors, tolerant_load, trust_errors
@@ -44,15 +45,24 @@ from authz.policytools.lint_warnings import rules_warnings, trust_warnings
 from authz.trust.policy import POLICY_FILE as TRUST_FILE
 
 def lint(directory: Path, today: dt.date | None = None) -> Report:
-    """Every finding for the policy directory ``directory``."""
+    """Every finding for the policy directory ``directory``, its files judged as serve
+    judges them (root's alone), whoever runs lint."""
+    with as_served():
+        return _lint(directory, today)
+
+
+def _lint(directory: Path, today: dt.date | None) -> Report:
     from authz.plugin import load_trust
     from authz.reload import OpenPolicy, refuse_open_policy
 
     directory = Path(directory)
     today = today or dt.date.today()
     report = Report(directory)
+    unsafe_file = None
     try:
         report.revision = policy_revision(directory)
+    except NotTrusted as exc:  # reported below, as serve refuses it
+        unsafe_file = exc
     except OSError as exc:
         report.add(Finding(ERROR, "load", f"cannot read the directory: {exc}", str(directory)))
         return report
@@ -70,6 +80,9 @@ def lint(directory: Path, today: dt.date | None = None) -> Report:
         trust_failed = True
     try:  # serve and reload refuse a policy anyone could rewrite
         refuse_open_policy(directory)
+        if unsafe_file is not None:  # a file reached through a path others can change
+            raise OpenPolicy(f"a file of the policy can be rewritten or replaced by others "
+                             f"than root: {unsafe_file}")
     except OpenPolicy as exc:
         report.add(Finding(ERROR, "policy-writable", str(exc), str(directory)))
     # 2. Every other error, entry by entry.

@@ -198,6 +198,9 @@ class TrustPolicy:
     cache: CacheSettings = CacheSettings()
     keys_empty: bool = True
     exceptions_empty: bool = True
+    # Every file read for it (trust.yaml, keys, CA bundles, logins), as named and where
+    # symlinks led: no bind may reach them (authz.plugin.trust_paths).
+    files: tuple[str, ...] = ()
 
     def requirement_for(self, ref: Reference) -> Requirement:
         """The most specific rule or exception covering ``ref``, else the default."""

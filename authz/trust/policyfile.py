@@ -65,12 +65,14 @@ def load_policy(policy_dir: Path) -> TrustPolicy:
     rules = _read_rules(top, keys)
     exceptions = _read_exceptions(top)
     credentials_file, credentials = _read_credentials_file(top)
+    registries = _read_registries(top)
     return TrustPolicy(
         path=path, keys=tuple(keys.values()), keys_line=_key_line(top, "keys"),
         exceptions_line=_key_line(top, "exceptions"), default=default,
-        rules=_most_specific_first(rules + exceptions), registries=_read_registries(top),
+        rules=_most_specific_first(rules + exceptions), registries=registries,
         credentials_file=credentials_file, credentials=credentials, timeouts=_read_timeouts(top),
-        cache=_read_cache(top), keys_empty=not keys, exceptions_empty=not exceptions)
+        cache=_read_cache(top), keys_empty=not keys, exceptions_empty=not exceptions,
+        files=tuple(dict.fromkeys(reader.files)))
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -89,7 +91,7 @@ def pinned_bundle(pem: bytes) -> str:
     found = _PINNED.get(pem)
     if found is not None:
         return found
-    fd = os.memfd_create("pyauthz-ca-file", os.MFD_ALLOW_SEALING)
+    fd = os.memfd_create("pyauthz-ca-file", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     view = memoryview(pem)
     while view:
         view = view[os.write(fd, view):]
@@ -105,8 +107,11 @@ def _read_named(section: Section, field: str, what: str, path: Path) -> bytes:
     as much as trust.yaml does: read once, through a path no one but root could change
     (authz.ownership: every directory, symlink and the file itself), and only these bytes
     are used afterwards; refused otherwise, wherever it is."""
+    visited: list[str] = []
     try:
-        return read_verified(str(path))
+        data = read_verified(str(path), visited=visited)
+        section.reader.files += [str(path), *visited]
+        return data
     except NotTrusted as exc:
         raise section.fail_value(field, f"{what}: {path} can be rewritten by others than "
                                         f"root ({exc}); make it and the directories above "

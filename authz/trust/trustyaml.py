@@ -69,6 +69,9 @@ class TrustYaml(StrictYaml):
     def __init__(self, path: Path):
         super().__init__(path, TrustPolicyError, verified=True)
         self.root_line = 1
+        # Every file read for this trust.yaml (itself, keys, CA bundles, logins): as named,
+        # and where each symlink on the way sat and where it led (authz.ownership).
+        self.files: list[str] = [str(path)]
 
     def load(self, text: str | None = None) -> Any:
         """The document (mappings are dicts with ``__line__`` and ``__positions__``)."""
@@ -92,7 +95,10 @@ class TrustYaml(StrictYaml):
     def _read(self) -> str:
         """The file's text."""
         try:
-            return read_verified(str(self.path)).decode("utf-8")
+            visited: list[str] = []
+            text = read_verified(str(self.path), visited=visited).decode("utf-8")
+            self.files += visited
+            return text
         except NotTrusted as exc:
             raise self.fail(None, f"someone other than root could rewrite it: {exc}; make it "
                                   "and the directories above it root's, not writable by "

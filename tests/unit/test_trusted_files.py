@@ -191,3 +191,128 @@ def test_key_files_read_are_the_ones_checked(lab):
     (etc / "team.pub").symlink_to(lab / "home" / "team.pub")
     with pytest.raises(TrustPolicyError, match="uid 1000"):
         load_policy(etc)
+
+
+# ------------------------------------------------------------------ red team, round 2
+
+def test_a_trust_yaml_that_is_a_symlink_to_nothing_is_refused_not_trust_off(lab):
+    """Whoever controls where a trust.yaml symlink leads removed the file there: image
+    trust was then silently off (load_trust asked is_file()). Refused at every step now."""
+    from authz.plugin import load_trust
+    from authz.reload import OpenPolicy, refuse_open_policy
+
+    policy = _policy(lab)
+    (policy / "trust.yaml").unlink()
+    (policy / "trust.yaml").symlink_to(lab / "gone" / "trust.yaml")
+    with pytest.raises(OpenPolicy, match="symbolic link to nothing"):
+        refuse_open_policy(policy)
+    with pytest.raises(TrustPolicyError):
+        load_trust(policy, None)
+    with pytest.raises(Exception):
+        load_bundle(policy, None, settle=0)
+
+
+def test_serve_says_when_image_trust_is_off(lab):
+    from authz.plugin import Plugin
+
+    policy = _policy(lab)
+    (policy / "trust.yaml").unlink()
+    assert any("image trust is OFF" in w for w in Plugin(Policy.load(policy)).warnings())
+
+
+def test_no_bind_reaches_a_file_image_trust_is_loaded_from(lab):
+    """A key, CA bundle or logins file named outside the policy directory (say under /srv,
+    an allowed bind root): a container binding its directory writes it as root, and so
+    chooses the key at the next reload. The floor now protects those files and directories,
+    in serve and in policy test / explain alike."""
+    from authz.plugin import Plugin, PluginConfig, load_trust
+    from authz.policytools.casetest import serve_floor
+
+    key = Key("ecdsa")
+    keys = lab / "srv" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "team.pub").write_bytes(key.public_pem)
+    policy = _policy(lab)
+    (policy / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: team, file: {keys}/team.pub}}\n")
+    config = PluginConfig(policy_dir=policy, socket_path=str(lab / "p.sock"))
+    plugin = Plugin.build(config)
+    for floor in (plugin.floor, serve_floor(policy)):
+        protected = {p.path for p in floor}
+        assert str(keys) in protected and str(keys / "team.pub") in protected
+    assert load_trust(policy, None).policy.files[0] == str(policy / "trust.yaml")
+
+
+def test_the_revision_reads_each_file_bounded_and_checked(lab):
+    """policy_revision read every file of the tree by path, whole: a symlink in the policy
+    to a file a user grows made every load read gigabytes."""
+    from authz.ownership import TooLarge
+    from authz.policy.engine import policy_revision
+
+    policy = _policy(lab)
+    big = lab / "big.yaml"
+    with open(big, "wb") as f:
+        f.truncate(17 * 1024 * 1024)  # sparse
+    (policy / "extra.yaml").symlink_to(big)
+    with pytest.raises(TooLarge):
+        policy_revision(policy)
+    (policy / "extra.yaml").unlink()
+    (lab / "home" / "extra.yaml").write_text("x")
+    (policy / "extra.yaml").symlink_to(lab / "home" / "extra.yaml")
+    with pytest.raises(NotTrusted):
+        policy_revision(policy)
+
+
+def test_init_makes_no_directory_before_the_path_is_checked(lab):
+    """Root's `policy init u/evil/nologin/pol` with u/evil a user's symlink to /etc made
+    /etc/nologin (pam_nologin: no more logins) before refusing."""
+    from authz.cli import shipped_policy_dir
+    from authz.policytools.init import InitRefused, init_policy
+
+    rootonly = lab / "rootonly"
+    rootonly.mkdir()
+    (lab / "home" / "evil").symlink_to(rootonly)
+    os.lchown(lab / "home" / "evil", USER, USER)
+    with pytest.raises(InitRefused, match="uid 1000"):
+        init_policy(lab / "home" / "evil" / "nologin" / "pol", shipped_policy_dir())
+    assert list(rootonly.iterdir()) == []
+    made = lab / "a" / "b" / "pol"  # missing levels under a checked directory are made
+    init_policy(made, shipped_policy_dir())
+    assert (made / "rules.yaml").is_file() and stat.S_IMODE(os.stat(lab / "a").st_mode) == 0o755
+
+
+def test_lint_judges_files_as_serve_does_whoever_runs_it(lab, monkeypatch):
+    """trusted_owners() is root and the caller: right for policy test, wrong for lint,
+    which must fail exactly when serve (root) would refuse."""
+    from authz.ownership import as_served, trusted_owners
+    from authz.policytools.lint import lint
+
+    monkeypatch.setattr(os, "geteuid", lambda: USER)
+    assert trusted_owners() == {0, USER}
+    with as_served():
+        assert trusted_owners() == {0}
+    key = Key("ecdsa")
+    policy = _policy(lab)
+    (lab / "k").mkdir()
+    (lab / "k" / "team.pub").write_bytes(key.public_pem)
+    os.chown(lab / "k" / "team.pub", USER, USER)
+    (policy / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: team, file: {lab}/k/team.pub}}\n")
+    load_policy(policy)  # the caller's own key: fine for the offline tools
+    report = lint(policy)
+    assert any("uid 1000" in f.message for f in report.findings if f.severity == "error"), \
+        [f.message for f in report.findings]
+
+
+def test_the_ca_bundle_memfd_is_not_inherited_across_exec(lab):
+    import fcntl
+
+    from authz.trust.policyfile import pinned_bundle
+
+    path = pinned_bundle(b"-----BEGIN CERTIFICATE-----\ncloexec test\n")
+    fd = int(path.rsplit("/", 1)[1])
+    assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+
+
+def test_a_file_name_ending_in_a_slash_is_refused(lab):
+    (lab / "f").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        read_verified(f"{lab}/f/")
