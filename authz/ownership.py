@@ -100,7 +100,7 @@ _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _check_entry(info: os.stat_result, where: str, owners: frozenset[int]) -> None:
+def check_entry(info: os.stat_result, where: str, owners: frozenset[int]) -> None:
     """A directory, symlink or file met on the way: an owner's, and not open to others (a
     directory writable by every user must be sticky; a file must not be)."""
     if info.st_uid not in owners:
@@ -123,8 +123,8 @@ def open_verified(path: str, *, owners: frozenset[int] | None = None,
     be, if sticky). What is opened is what was checked: the descriptor is returned, and
     nothing resolves the path again. NotTrusted otherwise (FileNotFoundError and other
     OSErrors as they come). ``owners``: ``trusted_owners()`` unless given. ``visited``
-    gets the real path of every directory a symlink followed sat in, and of what was
-    opened (what a bind must never reach: authz.plugin)."""
+    gets the real path of every symlink followed and of what was opened (what a bind must
+    never reach, nor a directory holding one: authz.plugin)."""
     owners = trusted_owners() if owners is None else owners
     if path.endswith("/") and not directory:
         raise NotADirectoryError(errno.ENOTDIR, f"{path}: a file name ends with '/'")
@@ -140,7 +140,7 @@ def _open_verified(path: str, owners: frozenset[int], directory: bool,
     parts = [p for p in os.path.join(os.getcwd(), path).split("/") if p][::-1]
     current, where, links = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), "/", 0
     try:
-        _check_entry(os.fstat(current), "/", owners)
+        check_entry(os.fstat(current), "/", owners)
         while parts:
             name = parts.pop()
             if name == ".":
@@ -158,10 +158,10 @@ def _open_verified(path: str, owners: frozenset[int], directory: bool,
             info = os.fstat(found)
             here = os.path.join(where, name) if name != ".." else os.path.dirname(where)
             try:
-                _check_entry(info, here, owners)
+                check_entry(info, here, owners)
                 if stat.S_ISLNK(info.st_mode):
                     if visited is not None:
-                        visited.append(where)
+                        visited.append(here)
                     links += 1
                     if links > MAX_LINKS:
                         raise OSError(errno.ELOOP, f"too many symbolic links in {path}")

@@ -72,18 +72,23 @@ def own_paths(config: PluginConfig) -> tuple[ProtectedPath, ...]:
     return protected(dict.fromkeys(paths + real), "pyauthz's own files, or dockerd's socket")
 
 
+def _canonical(path: str) -> str:
+    """An absolute path in one spelling: no "//" prefix (POSIX keeps it), no "." or ".."."""
+    return os.path.normpath("/" + os.path.abspath(path).lstrip("/"))
+
+
 def trust_paths(trust) -> tuple[ProtectedPath, ...]:
     """The files image trust was loaded from (trust.yaml, keys, CA bundles, logins: as
-    named, where each symlink on the way sat, and where they are), and their directories:
-    a container that could write them (a bind of one, or of its directory) would choose the
-    keys images are checked against at the next reload, or read the registry logins."""
+    named, every symlink followed on the way, and where they are): a container that could
+    write one (a bind of it, or of a directory holding it: the floor refuses whatever is,
+    lies in or contains a protected path) would choose the keys images are checked against
+    at the next reload, or read the registry logins. The entries themselves, not their
+    directories: their siblings stay bindable."""
     if trust is None:
         return ()
-    files = list(getattr(trust.policy, "files", ()))
-    paths = files + [os.path.dirname(f) for f in files]
-    paths += [os.path.realpath(p) for p in paths]
-    return protected(dict.fromkeys(paths), "a file image trust is loaded from, or its "
-                                           "directory")
+    files = [_canonical(f) for f in getattr(trust.policy, "files", ())]
+    paths = files + [os.path.realpath(f) for f in files]
+    return protected(dict.fromkeys(paths), "a file image trust is loaded from")
 
 
 def docker_client(docker_host: str | None) -> DockerClient | None:
@@ -135,8 +140,11 @@ class Plugin:
         if bundle is not None:
             policy, trust, docker = bundle.policy, bundle.trust, bundle.docker
         else:
+            from authz.reload import revision_in_force
+
             docker = docker_client(config.docker_host)
             policy, trust = Policy.load(config.policy_dir), load_trust(config.policy_dir, docker)
+            policy.revision = revision_in_force(policy.revision, trust)
         return cls(policy, trust, docker,
                    floor=SYSTEM_FLOOR + own_paths(config) + trust_paths(trust),
                    logger=audit.make_logger(config.log_file), threads=config.threads)

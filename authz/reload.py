@@ -11,6 +11,7 @@ is one log line and is written to a small state file beside the pid file, which
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from authz.ownership import unsafe_ancestor
+from authz.ownership import as_served, unsafe_ancestor
 from authz.policy.engine import Policy, policy_revision
 
 STATE_DIR = Path("/run/pyauthz")
@@ -59,7 +60,11 @@ def refuse_open_policy(policy_dir: Path) -> None:
         raise OpenPolicy(f"the policy {policy_dir} can be replaced by others: {why}")
     seen: set[tuple[int, int]] = set()
     count = 0
-    for directory, dirs, files in os.walk(root, followlinks=True):
+    def unreadable(exc: OSError) -> None:
+        raise OpenPolicy(f"{exc.filename} cannot be checked: {exc.strerror or exc} (serve "
+                         "checks every entry; run lint as root to see what it sees)")
+
+    for directory, dirs, files in os.walk(root, followlinks=True, onerror=unreadable):
         for name in [""] + dirs + files:
             path = os.path.join(directory, name) if name else directory
             try:
@@ -96,12 +101,32 @@ def refuse_open_policy(policy_dir: Path) -> None:
         dirs[:] = keep
 
 
+def revision_in_force(directory_revision: str, trust) -> str:
+    """The revision a decision names: the policy directory's, and when trust.yaml names
+    files (keys, CA bundles, logins: maybe outside the directory, whose revision would not
+    change with them), the bytes of those as read too. A key rewritten outside the policy
+    changes the revision, as it changes what is trusted."""
+    digests = getattr(getattr(trust, "policy", None), "digests", ())
+    if not digests:
+        return directory_revision
+    digest = hashlib.sha256(directory_revision.encode() + b"\0")
+    for path, sha in sorted(digests):
+        digest.update(f"{path}\0{sha}\0".encode())
+    return digest.hexdigest()
+
+
 def load_bundle(policy_dir: Path, docker_host: str | None,
                 settle: float = SETTLE_SECONDS) -> Bundle:
     """Load the directory, and only if its contents stayed the same from before the read
     until ``settle`` seconds after it: a half-written directory is never served."""
     from authz.plugin import docker_client, load_trust
 
+    with as_served():  # root's files alone, whoever runs this (serve as another user too)
+        return _load_bundle(policy_dir, docker_host, settle, docker_client, load_trust)
+
+
+def _load_bundle(policy_dir: Path, docker_host: str | None, settle: float, docker_client,
+                 load_trust) -> Bundle:
     refuse_open_policy(policy_dir)
     docker = docker_client(docker_host)
     last = None
@@ -112,6 +137,7 @@ def load_bundle(policy_dir: Path, docker_host: str | None,
         time.sleep(settle)
         after = policy_revision(policy_dir)
         if before == after == policy.revision:
+            policy.revision = revision_in_force(policy.revision, trust)
             return Bundle(policy, trust, docker)
         last = (before[:12], after[:12])
     raise UnstablePolicy(f"{policy_dir} changed while it was read (revisions {last[0]} and "
@@ -155,6 +181,9 @@ class PolicyHolder:
         self.last_error = ""
         print(f"pyauthz: reloaded {self.policy_dir}: revision {bundle.policy.revision[:12]}",
               file=sys.stderr, flush=True)
+        if bundle.trust is None:  # as at start: a reload can turn it off (trust.yaml removed)
+            print("pyauthz: warning: image trust is OFF: the policy directory has no "
+                  "trust.yaml, so no image signature is checked", file=sys.stderr, flush=True)
         self.write_state()
         return True
 

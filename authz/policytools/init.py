@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from authz.ownership import NotTrusted, open_verified
+from authz.ownership import NotTrusted, check_entry, open_verified, trusted_owners
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -90,6 +90,13 @@ def _subdirectory(parent: int, name: str) -> int:
             raise InitRefused(f"{name} is a symbolic link or not a directory: writing "
                               "through it would put files elsewhere") from None
         raise
+    try:
+        # One that was there (or appeared between the mkdir and the open: a sticky parent
+        # lets anyone make entries) must be root's or the caller's, not writable by others.
+        check_entry(os.fstat(fd), name, trusted_owners())
+    except NotTrusted as exc:
+        os.close(fd)
+        raise InitRefused(f"{exc}; nothing more written") from None
     if made:
         os.fchmod(fd, DIR_MODE)  # not the umask's
     return fd

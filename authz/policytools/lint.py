@@ -53,7 +53,7 @@ def lint(directory: Path, today: dt.date | None = None) -> Report:
 
 def _lint(directory: Path, today: dt.date | None) -> Report:
     from authz.plugin import load_trust
-    from authz.reload import OpenPolicy, refuse_open_policy
+    from authz.reload import OpenPolicy, refuse_open_policy, revision_in_force
 
     directory = Path(directory)
     today = today or dt.date.today()
@@ -75,6 +75,8 @@ def _lint(directory: Path, today: dt.date | None) -> Report:
         report.add(error_finding(exc))
     try:
         trust = load_trust(directory, None)
+        if report.revision is not None:  # as serve names it: with the files trust.yaml names
+            report.revision = revision_in_force(report.revision, trust)
     except Exception as exc:  # noqa: BLE001
         report.add(error_finding(exc))
         trust_failed = True

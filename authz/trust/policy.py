@@ -201,6 +201,8 @@ class TrustPolicy:
     # Every file read for it (trust.yaml, keys, CA bundles, logins), as named and where
     # symlinks led: no bind may reach them (authz.plugin.trust_paths).
     files: tuple[str, ...] = ()
+    # (path, sha256) of each file trust.yaml names, as read: part of the revision in force.
+    digests: tuple[tuple[str, str], ...] = ()
 
     def requirement_for(self, ref: Reference) -> Requirement:
         """The most specific rule or exception covering ``ref``, else the default."""

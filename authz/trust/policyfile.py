@@ -8,6 +8,7 @@ or patterns, merge keys, unreadable key files are errors that name ``file:line``
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -72,7 +73,7 @@ def load_policy(policy_dir: Path) -> TrustPolicy:
         rules=_most_specific_first(rules + exceptions), registries=registries,
         credentials_file=credentials_file, credentials=credentials, timeouts=_read_timeouts(top),
         cache=_read_cache(top), keys_empty=not keys, exceptions_empty=not exceptions,
-        files=tuple(dict.fromkeys(reader.files)))
+        files=tuple(dict.fromkeys(reader.files)), digests=tuple(reader.digests))
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -111,6 +112,7 @@ def _read_named(section: Section, field: str, what: str, path: Path) -> bytes:
     try:
         data = read_verified(str(path), visited=visited)
         section.reader.files += [str(path), *visited]
+        section.reader.digests.append((str(path), hashlib.sha256(data).hexdigest()))
         return data
     except NotTrusted as exc:
         raise section.fail_value(field, f"{what}: {path} can be rewritten by others than "

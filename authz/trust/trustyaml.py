@@ -72,6 +72,8 @@ class TrustYaml(StrictYaml):
         # Every file read for this trust.yaml (itself, keys, CA bundles, logins): as named,
         # and where each symlink on the way sat and where it led (authz.ownership).
         self.files: list[str] = [str(path)]
+        # sha256 of each file trust.yaml names, as read (the policy's revision covers them).
+        self.digests: list[tuple[str, str]] = []
 
     def load(self, text: str | None = None) -> Any:
         """The document (mappings are dicts with ``__line__`` and ``__positions__``)."""

@@ -223,22 +223,36 @@ def test_serve_says_when_image_trust_is_off(lab):
 def test_no_bind_reaches_a_file_image_trust_is_loaded_from(lab):
     """A key, CA bundle or logins file named outside the policy directory (say under /srv,
     an allowed bind root): a container binding its directory writes it as root, and so
-    chooses the key at the next reload. The floor now protects those files and directories,
-    in serve and in policy test / explain alike."""
+    chooses the key at the next reload. The floor now protects those files (as named, each
+    symlink followed, where they are), in serve and in policy test / explain alike; their
+    siblings stay bindable (a symlink directly in /srv must not close all of /srv), and a
+    path spelled "//x" protects /x, not everything."""
     from authz.plugin import Plugin, PluginConfig, load_trust
+    from authz.policy.floor import floor_violations
     from authz.policytools.casetest import serve_floor
 
     key = Key("ecdsa")
-    keys = lab / "srv" / "keys"
-    keys.mkdir(parents=True)
-    (keys / "team.pub").write_bytes(key.public_pem)
+    srv = lab / "srv"
+    (srv / "pki" / "keys").mkdir(parents=True)
+    (srv / "data").mkdir()
+    (srv / "pki" / "keys" / "team.pub").write_bytes(key.public_pem)
+    (srv / "link").symlink_to(srv / "pki" / "keys")
     policy = _policy(lab)
-    (policy / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: team, file: {keys}/team.pub}}\n")
-    config = PluginConfig(policy_dir=policy, socket_path=str(lab / "p.sock"))
+    (policy / "trust.yaml").write_text(
+        f"version: 1\nkeys:\n  - {{name: team, file: /{srv}/link/team.pub}}\n")
+    (lab / "run").mkdir()  # the socket's directory is protected: not lab itself
+    config = PluginConfig(policy_dir=policy, socket_path=str(lab / "run" / "p.sock"))
     plugin = Plugin.build(config)
+
+    def denied(floor, path):
+        return bool(floor_violations("container.create", [Fact("host-path", str(path), "x")],
+                                     floor))
+
     for floor in (plugin.floor, serve_floor(policy)):
-        protected = {p.path for p in floor}
-        assert str(keys) in protected and str(keys / "team.pub") in protected
+        for path in (srv / "pki" / "keys", srv / "pki", srv, srv / "link",
+                     srv / "pki" / "keys" / "team.pub"):
+            assert denied(floor, path), path
+        assert not denied(floor, srv / "data") and not denied(floor, lab / "elsewhere")
     assert load_trust(policy, None).policy.files[0] == str(policy / "trust.yaml")
 
 
@@ -316,3 +330,80 @@ def test_a_file_name_ending_in_a_slash_is_refused(lab):
     (lab / "f").write_text("x")
     with pytest.raises(NotADirectoryError):
         read_verified(f"{lab}/f/")
+
+
+def test_a_key_rewritten_outside_the_policy_changes_the_revision_in_force(lab):
+    """Red team round 3: the revision hashed the policy directory only, so a key file
+    outside it (rewritten by a container that had bound it before it was named) changed
+    what is trusted under the same revision: the decision log could not tell. The revision
+    in force (serve, reload, lint alike) now covers every file trust.yaml names."""
+    from authz.policytools.lint import lint
+
+    keys = lab / "keys"
+    keys.mkdir()
+    (keys / "team.pub").write_bytes(Key("ecdsa").public_pem)
+    policy = _policy(lab)
+    (policy / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: team, file: {keys}/team.pub}}\n")
+    first = load_bundle(policy, None, settle=0).policy.revision
+    assert lint(policy).revision == first
+    (keys / "team.pub").write_bytes(Key("ecdsa").public_pem)
+    second = load_bundle(policy, None, settle=0).policy.revision
+    assert second != first and lint(policy).revision == second
+    # Without files named, the revision is the directory's, as before.
+    (policy / "trust.yaml").write_text("version: 1\n")
+    from authz.policy.engine import policy_revision
+    assert load_bundle(policy, None, settle=0).policy.revision == policy_revision(policy)
+
+
+def test_init_refuses_a_level_someone_else_made_meanwhile(lab, monkeypatch):
+    """Red team round 3: in a sticky directory another user can make the missing level
+    between init's mkdir and its open (EEXIST, then their directory was used)."""
+    from authz.cli import shipped_policy_dir
+    from authz.policytools import init as init_mod
+
+    sticky = lab / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    real_mkdir = os.mkdir
+
+    def theirs_first(name, mode=0o777, *, dir_fd=None):
+        if name == "a" and dir_fd is not None:
+            real_mkdir(name, 0o755, dir_fd=dir_fd)
+            os.chown(sticky / "a", USER, USER)  # the user won the race
+        return real_mkdir(name, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(init_mod.os, "mkdir", theirs_first)
+    with pytest.raises(init_mod.InitRefused, match="uid 1000"):
+        init_mod.init_policy(sticky / "a" / "pol", shipped_policy_dir())
+    assert list((sticky / "a").iterdir()) == []
+
+
+def test_lint_reports_what_it_cannot_read(lab, monkeypatch):
+    """A directory of the policy lint cannot list (run as a user; serve, as root, can) was
+    skipped silently: lint said OK where serve refused. Now it says it could not check."""
+    from authz.reload import OpenPolicy, refuse_open_policy
+
+    policy = _policy(lab)
+    (policy / "private").mkdir(mode=0o700)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("private"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # what a user meets in a 0700 root directory
+    with pytest.raises(OpenPolicy, match="private cannot be checked: Permission denied"):
+        refuse_open_policy(policy)
+
+
+def test_a_reload_that_turns_trust_off_says_so(lab, monkeypatch, capsys):
+    from authz import reload as reload_mod
+    from authz.reload import PolicyHolder
+
+    monkeypatch.setattr(reload_mod, "STATE_DIR", lab / "state")
+    policy = _policy(lab)
+    holder = PolicyHolder(policy, None, str(lab / "t.sock"))
+    (policy / "trust.yaml").unlink()
+    assert holder.reload() is True
+    assert "image trust is OFF" in capsys.readouterr().err
