@@ -95,6 +95,8 @@ def as_served() -> Iterator[None]:
         yield
     finally:
         _AS_SERVED.reset(token)
+
+
 MAX_LINKS = 40  # as the kernel's own limit on symlinks followed in one path
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -208,7 +210,7 @@ def read_verified(path: str, limit: int = MAX_POLICY_FILE_BYTES, *,
                   owners: frozenset[int] | None = None,
                   visited: list[str] | None = None) -> bytes:
     """The bytes of the file ``path`` names, read from what ``open_verified`` checked: at
-    most ``limit`` (larger: ValueError)."""
+    most ``limit`` (larger: TooLarge)."""
     fd = open_verified(path, owners=owners, visited=visited)
     try:
         with os.fdopen(fd, "rb", closefd=False) as f:

@@ -60,6 +60,7 @@ def refuse_open_policy(policy_dir: Path) -> None:
         raise OpenPolicy(f"the policy {policy_dir} can be replaced by others: {why}")
     seen: set[tuple[int, int]] = set()
     count = 0
+
     def unreadable(exc: OSError) -> None:
         raise OpenPolicy(f"{exc.filename} cannot be checked: {exc.strerror or exc} (serve "
                          "checks every entry; run lint as root to see what it sees)")
