@@ -183,7 +183,8 @@ def reload_command(socket_path, timeout) -> None:
         sys.exit(2)
     directory = Path(before["policy_dir"])
     try:
-        expected = load_bundle(directory, None).policy.revision
+        validated = load_bundle(directory, None)
+        expected = validated.policy.revision
     except Exception as exc:  # noqa: BLE001 - report and leave the plugin alone
         click.echo(f"pyauthz reload: {directory} does not load, nothing reloaded; revision "
                    f"{before['revision'][:12]} keeps deciding:\n{exc}", err=True)
@@ -202,6 +203,10 @@ def reload_command(socket_path, timeout) -> None:
                            f"deciding: {after['last_error']}", err=True)
                 sys.exit(1)
             click.echo(f"pyauthz reload: revision {after['revision']} in force")
+            if validated.trust is None:
+                from authz.plugin import TRUST_OFF
+
+                click.echo(f"pyauthz reload: warning: {TRUST_OFF}", err=True)
             sys.exit(0 if after["revision"] == expected else 1)
         time.sleep(0.1)
     click.echo(f"pyauthz reload: no answer from the plugin within {timeout:g}s", err=True)

@@ -158,6 +158,10 @@ def _open_verified(path: str, owners: frozenset[int], directory: bool,
             else:
                 found = os.open(name, _PATH_FLAGS, dir_fd=current)
             info = os.fstat(found)
+            if name == ".." and visited is not None:
+                # The directory left decides where ".." leads (were it swapped for a
+                # symlink, elsewhere): what a bind must not reach, as a symlink followed.
+                visited.append(where)
             here = os.path.join(where, name) if name != ".." else os.path.dirname(where)
             try:
                 check_entry(info, here, owners)

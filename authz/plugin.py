@@ -96,6 +96,22 @@ def docker_client(docker_host: str | None) -> DockerClient | None:
     return DockerClient(docker_host) if docker_host else None
 
 
+TRUST_OFF = ("image trust is OFF: the policy directory has no trust.yaml, so no image "
+             "signature is checked")
+
+
+def served_revision(policy: Policy) -> str:
+    """The revision serve names for ``policy`` (authz.reload.revision_in_force: with the
+    bytes of the files its trust.yaml names), for the offline tools' messages; the
+    directory's when trust.yaml does not load (serve would refuse it; lint says why)."""
+    from authz.reload import revision_in_force
+
+    try:
+        return revision_in_force(policy.revision, load_trust(policy.directory, None))
+    except Exception:  # noqa: BLE001 - the offline tools do not judge image trust
+        return policy.revision
+
+
 def load_trust(policy_dir: Path, docker: DockerClient | None):
     """Image trust, when the policy directory has a trust policy."""
     if not os.path.lexists(policy_dir / "trust.yaml"):
@@ -139,12 +155,11 @@ class Plugin:
         serving master loaded and validated), or with the policy directory loaded here."""
         if bundle is not None:
             policy, trust, docker = bundle.policy, bundle.trust, bundle.docker
-        else:
-            from authz.reload import revision_in_force
+        else:  # loaded and checked as serve loads it (root's files, held still)
+            from authz.reload import load_bundle
 
-            docker = docker_client(config.docker_host)
-            policy, trust = Policy.load(config.policy_dir), load_trust(config.policy_dir, docker)
-            policy.revision = revision_in_force(policy.revision, trust)
+            loaded = load_bundle(config.policy_dir, config.docker_host, settle=0)
+            policy, trust, docker = loaded.policy, loaded.trust, loaded.docker
         return cls(policy, trust, docker,
                    floor=SYSTEM_FLOOR + own_paths(config) + trust_paths(trust),
                    logger=audit.make_logger(config.log_file), threads=config.threads)
@@ -163,8 +178,7 @@ class Plugin:
         if self.trust is not None:
             out += self.trust.startup_warnings()
         else:
-            out.append("image trust is OFF: the policy directory has no trust.yaml, so no "
-                       "image signature is checked")
+            out.append(TRUST_OFF)
         return out
 
     def handle(self, phase: str, raw: bytes) -> dict:

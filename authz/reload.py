@@ -11,6 +11,7 @@ is one log line and is written to a small state file beside the pid file, which
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -70,14 +71,16 @@ def refuse_open_policy(policy_dir: Path) -> None:
             path = os.path.join(directory, name) if name else directory
             try:
                 info = os.stat(path)
-            except FileNotFoundError:
-                if os.path.islink(path):  # a symlink to nothing: what it names can appear
-                    raise OpenPolicy(f"{path} is a symbolic link to nothing ("
-                                     f"{os.readlink(path)!r}): whoever can create that "
-                                     "could add to the policy (or, for trust.yaml, its "
-                                     "absence turns image trust off); remove it") from None
-                continue
-            except OSError:
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ELOOP) and os.path.islink(path):
+                    # A symlink to nothing (or that loops): what it names can appear later.
+                    fix = ("restore what it points to (without trust.yaml, image trust is "
+                           "off)" if name == "trust.yaml" and directory == root
+                           else "point it at the real file, or remove it")
+                    raise OpenPolicy(f"{path} is a symbolic link that leads nowhere ("
+                                     f"{os.readlink(path)!r}: {exc.strerror}): whoever can "
+                                     f"create what it names could add to the policy; "
+                                     f"{fix}") from None
                 continue  # the loader reports what cannot be read
             count += 1
             if count > MAX_POLICY_ENTRIES:
@@ -157,7 +160,7 @@ class PolicyHolder:
     """The master's current policy, replaced only by one that loads."""
 
     def __init__(self, policy_dir: Path, docker_host: str | None, socket_path: str):
-        self.policy_dir = policy_dir
+        self.policy_dir = Path(os.path.abspath(policy_dir))  # reload may run elsewhere
         self.docker_host = docker_host
         self.socket_path = socket_path
         self.bundle = load_bundle(policy_dir, docker_host, settle=0)
@@ -183,8 +186,9 @@ class PolicyHolder:
         print(f"pyauthz: reloaded {self.policy_dir}: revision {bundle.policy.revision[:12]}",
               file=sys.stderr, flush=True)
         if bundle.trust is None:  # as at start: a reload can turn it off (trust.yaml removed)
-            print("pyauthz: warning: image trust is OFF: the policy directory has no "
-                  "trust.yaml, so no image signature is checked", file=sys.stderr, flush=True)
+            from authz.plugin import TRUST_OFF
+
+            print(f"pyauthz: warning: {TRUST_OFF}", file=sys.stderr, flush=True)
         self.write_state()
         return True
 

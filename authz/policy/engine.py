@@ -99,7 +99,10 @@ def policy_revision(directory: Path) -> str:
             files.append((rel, path))
     for rel, path in sorted(files, key=lambda item: item[1]):  # Path order, as ever
         digest.update(rel.encode() + b"\0")
-        digest.update(read_verified(str(path)) + b"\0")
+        try:
+            digest.update(read_verified(str(path)) + b"\0")
+        except NotTrusted as exc:
+            raise NotTrusted(f"{path}: {exc}") from None
     return digest.hexdigest()
 
 

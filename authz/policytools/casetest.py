@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from authz.decision import Decision
-from authz.plugin import Plugin, PluginConfig, load_trust, own_paths, trust_paths
+from authz.plugin import (Plugin, PluginConfig, load_trust, own_paths, served_revision,
+                          trust_paths)
 from authz.policy.engine import Policy
 from authz.policy.floor import SYSTEM_FLOOR
 from authz.policytools.cases import Case, RawRequest, with_identity
@@ -234,6 +235,7 @@ def _load(policy_dir: Path, files: tuple[Path, ...], mode: str | None = None):
 
     try:
         policy = with_mode(Policy.load(policy_dir), mode)
+        policy.revision = served_revision(policy)  # the messages name serve's revision
     except (PolicyError, OSError) as exc:
         raise LoadError(f"the policy does not load: {exc}") from None
     try:

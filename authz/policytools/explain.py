@@ -23,6 +23,7 @@ from authz.decoding import Lookups, RequestRefused, decode
 from authz.policy.engine import Policy
 from authz.policytools.cases import (CERTIFICATE_KEYS, CaseError, raw_request, read_state)
 from authz.policytools.casestate import CaseState
+from authz.plugin import served_revision
 from authz.policytools.casetest import CallError, calls_of, plugin_for, serve_floor
 from authz.policy.yamlfile import StrictYaml
 from authz.protocol import AuthzRequest
@@ -282,6 +283,7 @@ def explain_command(policy_dir, user, cert, request_file, state_file, only, api_
         raise click.UsageError("give a docker command after -- or --request FILE")
     try:
         policy = Policy.load(policy_dir or default_policy_dir())
+        policy.revision = served_revision(policy)  # as the docker user would read it
         request, state = None, None
         if request_file:
             reader, doc = _read(request_file)

@@ -124,7 +124,8 @@ def _open_checked(path: Path) -> int:
         return open_verified(str(path), directory=True)
     except NotTrusted as exc:
         raise InitRefused(f"{path} can be changed by others than root or you ({exc}); "
-                          "nothing written") from None
+                          "nothing written. Choose a directory that only root (or you) "
+                          "can write, on a path no one else can change") from None
 
 
 def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[Path], list[Path]]:
@@ -133,6 +134,8 @@ def init_policy(target: Path, source: Path, force: bool = False) -> tuple[list[P
     files = shipped_files(source)
     if not files:
         raise InitRefused(f"{source} holds no policy to copy")
+    if ".." in target.parts:  # the kernel resolves it after symlinks, not on paper
+        raise InitRefused(f"{target}: give DIR without '..' components")
     real_source = source.resolve()
     real_target = target.resolve()
     if real_target == real_source or real_source in real_target.parents:

@@ -52,10 +52,10 @@ def lint(directory: Path, today: dt.date | None = None) -> Report:
 
 
 def _lint(directory: Path, today: dt.date | None) -> Report:
-    from authz.plugin import load_trust
+    from authz.plugin import TRUST_OFF, load_trust
     from authz.reload import OpenPolicy, refuse_open_policy, revision_in_force
 
-    directory = Path(directory)
+    directory = Path(directory).absolute()  # one spelling: trust.yaml's errors use it too
     today = today or dt.date.today()
     report = Report(directory)
     unsafe_file = None
@@ -83,8 +83,9 @@ def _lint(directory: Path, today: dt.date | None) -> Report:
     try:  # serve and reload refuse a policy anyone could rewrite
         refuse_open_policy(directory)
         if unsafe_file is not None:  # a file reached through a path others can change
-            raise OpenPolicy(f"a file of the policy can be rewritten or replaced by others "
-                             f"than root: {unsafe_file}")
+            raise OpenPolicy(f"{unsafe_file}: someone other than root could rewrite or "
+                             "replace it; make it, every symlink leading to it and the "
+                             "directories above them root's, not writable by every user")
     except OpenPolicy as exc:
         report.add(Finding(ERROR, "policy-writable", str(exc), str(directory)))
     # 2. Every other error, entry by entry.
@@ -127,6 +128,8 @@ def _lint(directory: Path, today: dt.date | None) -> Report:
         for warning in trust.startup_warnings():
             if not warning.startswith("image trust: no docker host"):
                 report.add(startup_finding("image-trust", warning, trust.policy.path))
+    elif not trust_failed:  # serve says so at start and at each reload
+        report.add(startup_finding("image-trust", TRUST_OFF, directory / "trust.yaml"))
     rules_warnings(ruleset, report, today, role_lines, mode_line)
     if trust is not None:
         trust_warnings(trust, report)

@@ -35,6 +35,7 @@ from typing import Iterable
 import click
 
 from authz.decoding import vocabulary
+from authz.plugin import served_revision
 from authz.policy.engine import Policy
 from authz.policy.rules import PolicyError
 from authz.policytools.replay_decide import CHANGE_CLASSES, NEWLY_DENIED, replay_line
@@ -144,6 +145,7 @@ def replay_command(policy_dir: Path, logfiles: tuple[str, ...], as_json: bool,
                                "document: give --json too")
     try:
         policy = Policy.load(policy_dir)
+        policy.revision = served_revision(policy)
     except (PolicyError, OSError) as exc:
         click.echo(f"pyauthz policy replay: cannot load the policy {policy_dir}: {exc}",
                    err=True)

@@ -112,7 +112,9 @@ def _read_named(section: Section, field: str, what: str, path: Path) -> bytes:
     try:
         data = read_verified(str(path), visited=visited)
         section.reader.files += [str(path), *visited]
-        section.reader.digests.append((str(path), hashlib.sha256(data).hexdigest()))
+        base = section.reader.path.parent  # named relative to it when inside: the revision
+        named = os.path.relpath(path, base) if path.is_relative_to(base) else str(path)
+        section.reader.digests.append((named, hashlib.sha256(data).hexdigest()))
         return data
     except NotTrusted as exc:
         raise section.fail_value(field, f"{what}: {path} can be rewritten by others than "

@@ -204,7 +204,7 @@ def test_a_trust_yaml_that_is_a_symlink_to_nothing_is_refused_not_trust_off(lab)
     policy = _policy(lab)
     (policy / "trust.yaml").unlink()
     (policy / "trust.yaml").symlink_to(lab / "gone" / "trust.yaml")
-    with pytest.raises(OpenPolicy, match="symbolic link to nothing"):
+    with pytest.raises(OpenPolicy, match="symbolic link that leads nowhere"):
         refuse_open_policy(policy)
     with pytest.raises(TrustPolicyError):
         load_trust(policy, None)
@@ -407,3 +407,111 @@ def test_a_reload_that_turns_trust_off_says_so(lab, monkeypatch, capsys):
     (policy / "trust.yaml").unlink()
     assert holder.reload() is True
     assert "image trust is OFF" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ red team round 4, docs trial
+
+def test_a_directory_that_dotdot_leaves_is_protected_too(lab):
+    """A key named L/srv/data/sub/../../pki/keys/team.pub: the kernel walks through data/sub
+    and back; a container binding L/srv/data could make `sub` a symlink and so choose where
+    `..` leads (a key of its own, read as root's at the next reload)."""
+    from authz.plugin import Plugin, PluginConfig
+    from authz.policy.floor import floor_violations
+
+    srv = lab / "srv"
+    (srv / "pki" / "keys").mkdir(parents=True)
+    (srv / "data" / "sub").mkdir(parents=True)
+    (srv / "other").mkdir()
+    (srv / "pki" / "keys" / "team.pub").write_bytes(Key("ecdsa").public_pem)
+    policy = _policy(lab)
+    (policy / "trust.yaml").write_text(
+        f"version: 1\nkeys:\n  - {{name: team, file: {srv}/data/sub/../../pki/keys/team.pub}}\n")
+    (lab / "run").mkdir()
+    plugin = Plugin.build(PluginConfig(policy_dir=policy, socket_path=str(lab / "run" / "s")))
+
+    def denied(path):
+        return bool(floor_violations("container.create", [Fact("host-path", str(path), "x")],
+                                     plugin.floor))
+
+    assert denied(srv / "data") and denied(srv / "data" / "sub") and denied(srv / "pki" / "keys")
+    assert not denied(srv / "other")
+
+
+def test_the_revision_does_not_depend_on_where_the_policy_is(lab):
+    """A key named relative to trust.yaml hashed under its absolute path: `cp -r candidate
+    /etc/pyauthz/policies` changed the revision lint had printed for the candidate."""
+    from authz.policytools.lint import lint
+
+    revisions = []
+    for name in ("a", "b"):
+        policy = lab / name / "policy"
+        shutil.copytree(SHIPPED, policy, ignore=shutil.ignore_patterns("tests"))
+        (policy / "keys").mkdir()
+        (policy / "keys" / "team.pub").write_bytes(b"")
+        revisions.append(policy)
+    key = Key("ecdsa").public_pem
+    for policy in revisions:
+        (policy / "keys" / "team.pub").write_bytes(key)
+        (policy / "trust.yaml").write_text("version: 1\nkeys:\n  - {name: team, file: keys/team.pub}\n")
+    a, b = (load_bundle(p, None, settle=0).policy.revision for p in revisions)
+    assert a == b == lint(revisions[0]).revision
+
+
+def test_explain_and_policy_test_name_the_revision_serve_names(lab):
+    from authz.plugin import served_revision
+
+    keys = lab / "keys"
+    keys.mkdir()
+    (keys / "team.pub").write_bytes(Key("ecdsa").public_pem)
+    policy = _policy(lab)
+    (policy / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: team, file: {keys}/team.pub}}\n")
+    served = load_bundle(policy, None, settle=0).policy.revision
+    assert served_revision(Policy.load(policy)) == served != Policy.load(policy).revision
+
+
+def test_init_refuses_dotdot_in_dir(lab):
+    from authz.cli import shipped_policy_dir
+    from authz.policytools.init import InitRefused, init_policy
+
+    (lab / "x").mkdir()
+    with pytest.raises(InitRefused, match=r"without '\.\.'"):
+        init_policy(lab / "x" / ".." / "pol", shipped_policy_dir())
+    assert not (lab / "pol").exists()
+
+
+def test_a_plugin_built_without_a_bundle_is_loaded_as_serve_loads(lab):
+    from authz.plugin import Plugin, PluginConfig
+    from authz.reload import OpenPolicy
+
+    policy = _policy(lab)
+    os.chmod(policy / "rules.yaml", 0o666)
+    with pytest.raises(OpenPolicy):
+        Plugin.build(PluginConfig(policy_dir=policy, socket_path=str(lab / "s")))
+
+
+def test_lint_reports_each_error_once_and_says_when_trust_is_off(lab, monkeypatch):
+    from authz.policytools.lint import lint
+
+    policy = _policy(lab)
+    (policy / "trust.yaml").write_text("version: 1\nbogus: 1\n")
+    monkeypatch.chdir(lab)
+    report = lint(Path("policy"))  # a relative DIR: trust.yaml's errors were counted twice
+    errors = [f.message for f in report.errors]
+    assert len([m for m in errors if "bogus" in m]) == 1, errors
+    (policy / "trust.yaml").unlink()
+    report = lint(Path("policy"))
+    assert any("image trust is OFF" in f.message for f in report.findings)
+
+
+def test_a_symlink_loop_in_the_policy_is_refused_and_a_dangling_trust_yaml_says_restore(lab):
+    from authz.reload import OpenPolicy, refuse_open_policy
+
+    policy = _policy(lab)
+    (policy / "loop").symlink_to("loop")
+    with pytest.raises(OpenPolicy, match="leads nowhere"):
+        refuse_open_policy(policy)
+    (policy / "loop").unlink()
+    (policy / "trust.yaml").unlink()
+    (policy / "trust.yaml").symlink_to(lab / "gone")
+    with pytest.raises(OpenPolicy, match="restore what it points to"):
+        refuse_open_policy(policy)
