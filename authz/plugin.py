@@ -29,6 +29,7 @@ from authz.moby.ids import is_full_id
 from authz.moby.recall import MAX_READS_AHEAD, READ_AHEAD_SECONDS, Recall
 from authz.identity import Identity
 from authz.policy.engine import Policy
+from authz.ownership import open_verified
 from authz.policy.floor import SYSTEM_FLOOR, ProtectedPath, protected
 from authz.reload import STATE_DIR
 from authz.protocol import (REQUEST_PHASE, AuthzRequest, ProtocolError, answer,
@@ -69,7 +70,20 @@ def own_paths(config: PluginConfig) -> tuple[ProtectedPath, ...]:
     if config.docker_host and config.docker_host.startswith("unix://"):
         paths.append(os.path.abspath(config.docker_host[len("unix://"):]))
     real = [os.path.realpath(p) for p in paths]
-    return protected(dict.fromkeys(paths + real), "pyauthz's own files, or dockerd's socket")
+    return protected(dict.fromkeys(paths + real + _route(config.policy_dir)),
+                     "pyauthz's own files, or dockerd's socket")
+
+
+def _route(directory: Path) -> list[str]:
+    """Where the kernel goes to reach the policy directory as named: each symlink followed
+    and each directory a ".." steps out of (authz.ownership), which a bind must not reach
+    either: changing one would send the next reload elsewhere."""
+    visited: list[str] = []
+    try:
+        os.close(open_verified(str(directory), directory=True, visited=visited))
+    except OSError:
+        pass  # such a policy does not load anyway
+    return visited
 
 
 def _canonical(path: str) -> str:
@@ -155,11 +169,13 @@ class Plugin:
         serving master loaded and validated), or with the policy directory loaded here."""
         if bundle is not None:
             policy, trust, docker = bundle.policy, bundle.trust, bundle.docker
-        else:  # loaded and checked as serve loads it (root's files, held still)
-            from authz.reload import load_bundle
+        else:  # in-process (the bench, tests): read as the offline tools read, by whoever
+            # runs it; serve always passes the bundle its master loaded (load_bundle).
+            from authz.reload import revision_in_force
 
-            loaded = load_bundle(config.policy_dir, config.docker_host, settle=0)
-            policy, trust, docker = loaded.policy, loaded.trust, loaded.docker
+            docker = docker_client(config.docker_host)
+            policy, trust = Policy.load(config.policy_dir), load_trust(config.policy_dir, docker)
+            policy.revision = revision_in_force(policy.revision, trust)
         return cls(policy, trust, docker,
                    floor=SYSTEM_FLOOR + own_paths(config) + trust_paths(trust),
                    logger=audit.make_logger(config.log_file), threads=config.threads)

@@ -72,13 +72,18 @@ def refuse_open_policy(policy_dir: Path) -> None:
             try:
                 info = os.stat(path)
             except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.ELOOP) and os.path.islink(path):
+                if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR) and \
+                        os.path.islink(path):
                     # A symlink to nothing (or that loops): what it names can appear later.
                     fix = ("restore what it points to (without trust.yaml, image trust is "
                            "off)" if name == "trust.yaml" and directory == root
                            else "point it at the real file, or remove it")
+                    try:
+                        target = repr(os.readlink(path))
+                    except OSError:
+                        target = "changed meanwhile"
                     raise OpenPolicy(f"{path} is a symbolic link that leads nowhere ("
-                                     f"{os.readlink(path)!r}: {exc.strerror}): whoever can "
+                                     f"{target}: {exc.strerror}): whoever can "
                                      f"create what it names could add to the policy; "
                                      f"{fix}") from None
                 continue  # the loader reports what cannot be read
@@ -114,8 +119,8 @@ def revision_in_force(directory_revision: str, trust) -> str:
     if not digests:
         return directory_revision
     digest = hashlib.sha256(directory_revision.encode() + b"\0")
-    for path, sha in sorted(digests):
-        digest.update(f"{path}\0{sha}\0".encode())
+    for _, sha in digests:  # in the order read: trust.yaml's bytes say which file is which
+        digest.update(f"{sha}\0".encode())
     return digest.hexdigest()
 
 
@@ -160,7 +165,9 @@ class PolicyHolder:
     """The master's current policy, replaced only by one that loads."""
 
     def __init__(self, policy_dir: Path, docker_host: str | None, socket_path: str):
-        self.policy_dir = Path(os.path.abspath(policy_dir))  # reload may run elsewhere
+        # Absolute (reload may run elsewhere), never collapsed on paper: "link/.." is where
+        # the kernel takes it, after the symlink.
+        self.policy_dir = Path(policy_dir).absolute()
         self.docker_host = docker_host
         self.socket_path = socket_path
         self.bundle = load_bundle(policy_dir, docker_host, settle=0)

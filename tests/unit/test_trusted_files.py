@@ -479,13 +479,14 @@ def test_init_refuses_dotdot_in_dir(lab):
     assert not (lab / "pol").exists()
 
 
-def test_a_plugin_built_without_a_bundle_is_loaded_as_serve_loads(lab):
+def test_a_plugin_built_without_a_bundle_reads_its_files_checked(lab):
+    """In process (the bench, tests: serve always passes its master's bundle), the policy is
+    read as the offline tools read it: through checked paths, the caller's files allowed."""
     from authz.plugin import Plugin, PluginConfig
-    from authz.reload import OpenPolicy
 
     policy = _policy(lab)
     os.chmod(policy / "rules.yaml", 0o666)
-    with pytest.raises(OpenPolicy):
+    with pytest.raises(PolicyError, match="writable by every user"):
         Plugin.build(PluginConfig(policy_dir=policy, socket_path=str(lab / "s")))
 
 
@@ -514,4 +515,47 @@ def test_a_symlink_loop_in_the_policy_is_refused_and_a_dangling_trust_yaml_says_
     (policy / "trust.yaml").unlink()
     (policy / "trust.yaml").symlink_to(lab / "gone")
     with pytest.raises(OpenPolicy, match="restore what it points to"):
+        refuse_open_policy(policy)
+
+
+# ------------------------------------------------------------------ red team round 5
+
+def test_a_policy_named_through_link_dotdot_is_reloaded_where_it_was_loaded(lab, monkeypatch):
+    """PolicyHolder kept os.path.abspath(--policy): "srv/link/../pol" collapsed on paper to
+    srv/pol, while the kernel (and the start) read opt/pol. The route to it is protected."""
+    from authz import reload as reload_mod
+    from authz.plugin import PluginConfig, own_paths
+    from authz.reload import PolicyHolder
+
+    monkeypatch.setattr(reload_mod, "STATE_DIR", lab / "state")
+    (lab / "opt" / "x").mkdir(parents=True)
+    (lab / "srv").mkdir()
+    (lab / "srv" / "link").symlink_to(lab / "opt" / "x")
+    real = _policy(lab)
+    shutil.move(real, lab / "opt" / "pol")
+    named = Path(f"{lab}/srv/link/../pol")
+    holder = PolicyHolder(named, None, str(lab / "t.sock"))
+    assert holder.reload() is True
+    assert holder.bundle.policy.directory == named
+    protected = {p.path for p in own_paths(PluginConfig(policy_dir=named, socket_path="/x/s"))}
+    assert str(lab / "srv" / "link") in protected and str(lab / "opt" / "pol") in protected
+
+
+def test_the_revision_does_not_depend_on_how_the_directory_is_spelled(lab):
+    real = _policy(lab)
+    (real / "keys").mkdir()
+    (real / "keys" / "a.pub").write_bytes(Key("ecdsa").public_pem)
+    (real / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: a, file: {real}/keys/a.pub}}\n")
+    (lab / "etc").mkdir()
+    (lab / "etc" / "policies").symlink_to(real)
+    assert load_bundle(real, None, settle=0).policy.revision == \
+        load_bundle(lab / "etc" / "policies", None, settle=0).policy.revision
+
+
+def test_a_symlink_through_a_regular_file_is_refused(lab):
+    from authz.reload import OpenPolicy, refuse_open_policy
+
+    policy = _policy(lab)
+    (policy / "odd.yaml").symlink_to(policy / "rules.yaml" / "x")
+    with pytest.raises(OpenPolicy, match="leads nowhere"):
         refuse_open_policy(policy)
