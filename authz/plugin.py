@@ -70,8 +70,9 @@ def own_paths(config: PluginConfig) -> tuple[ProtectedPath, ...]:
     if config.docker_host and config.docker_host.startswith("unix://"):
         paths.append(os.path.abspath(config.docker_host[len("unix://"):]))
     real = [os.path.realpath(p) for p in paths]
-    return protected(dict.fromkeys(paths + real + _route(config.policy_dir)),
-                     "pyauthz's own files, or dockerd's socket")
+    return (protected(dict.fromkeys(paths + real), "pyauthz's own files, or dockerd's socket")
+            + protected(_route(config.policy_dir), "on the way to pyauthz's policy directory",
+                        inside_too=False))
 
 
 def _route(directory: Path) -> list[str]:
@@ -102,7 +103,8 @@ def trust_paths(trust) -> tuple[ProtectedPath, ...]:
         return ()
     files = [_canonical(f) for f in getattr(trust.policy, "files", ())]
     paths = files + [os.path.realpath(f) for f in files]
-    return protected(dict.fromkeys(paths), "a file image trust is loaded from")
+    return protected(dict.fromkeys(paths), "a file image trust is loaded from, or on the way "
+                                           "to one", inside_too=False)
 
 
 def docker_client(docker_host: str | None) -> DockerClient | None:

@@ -16,12 +16,13 @@ Exceptions cannot name these rules, and rules.yaml cannot define rules with thei
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Iterable
 
 from authz.decoding.facts import Fact
 from authz.policy.engine import Violation
-from authz.policy.matchers import path_overlaps
+from authz.policy.matchers import path_overlaps, path_under
 
 HOST_PATH_RULE = "host-path-protected"
 AUTHZ_PLUGIN_RULE = "authz-plugin-protected"
@@ -57,10 +58,22 @@ def is_authz_interface(kind: str) -> bool:
 class ProtectedPath:
     path: str
     why: str
+    # False for an entry on the way to a file pyauthz trusts (a symlink followed, a
+    # directory a ".." steps out of, the file itself): only a bind that is or contains it
+    # can swap it; a bind inside it cannot change where the way leads, and stays allowed.
+    inside_too: bool = True
+
+    def reached_by(self, path: str) -> bool:
+        """Whether binding ``path`` reaches this protected path."""
+        if self.inside_too:
+            return path_overlaps(path, self.path)
+        return path_under(self.path, posixpath.normpath(path) if path.startswith("/") else path)
 
 
-def protected(paths: Iterable[str], why: str) -> tuple[ProtectedPath, ...]:
-    return tuple(ProtectedPath(p, why) for p in paths if p and p.startswith("/") and p != "/")
+def protected(paths: Iterable[str], why: str, *,
+              inside_too: bool = True) -> tuple[ProtectedPath, ...]:
+    return tuple(ProtectedPath(p, why, inside_too) for p in paths
+                 if p and p.startswith("/") and p != "/")
 
 
 SYSTEM_FLOOR = protected(SYSTEM_PATHS, "a system directory, or a default location of dockerd, "
@@ -74,7 +87,7 @@ def floor_violations(endpoint: str, facts: Iterable[Fact],
     out: list[Violation] = []
     for fact in facts:
         if fact.kind == "host-path" and fact.value.startswith("/"):
-            hit = next((p for p in paths if path_overlaps(fact.value, p.path)), None)
+            hit = next((p for p in paths if p.reached_by(fact.value)), None)
             if hit is not None:
                 out.append(Violation(
                     HOST_PATH_RULE, fact.describe(),

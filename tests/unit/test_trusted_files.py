@@ -559,3 +559,31 @@ def test_a_symlink_through_a_regular_file_is_refused(lab):
     (policy / "odd.yaml").symlink_to(policy / "rules.yaml" / "x")
     with pytest.raises(OpenPolicy, match="leads nowhere"):
         refuse_open_policy(policy)
+
+
+# ------------------------------------------------------------------ red team round 6
+
+def test_entries_on_the_way_are_protected_from_binds_that_contain_them_only(lab):
+    """The route to the policy (/srv/pyauthz -> ../etc/pol) steps out of /srv with "..":
+    protecting /srv outright closed every bind under /srv. A bind inside such a directory
+    cannot change where the way leads; only one that is or contains it can."""
+    from authz.plugin import PluginConfig, own_paths
+    from authz.policy.floor import SYSTEM_FLOOR, floor_violations
+
+    (lab / "etc").mkdir()
+    real = _policy(lab)
+    shutil.move(real, lab / "etc" / "pol")
+    srv = lab / "srv"
+    (srv / "app" / "data").mkdir(parents=True)
+    (srv / "pyauthz").symlink_to("../etc/pol")
+    (lab / "run").mkdir()
+    floor = SYSTEM_FLOOR + own_paths(PluginConfig(policy_dir=srv / "pyauthz",
+                                                  socket_path=str(lab / "run" / "s")))
+
+    def denied(path):
+        return bool(floor_violations("container.create", [Fact("host-path", str(path), "x")],
+                                     floor))
+
+    assert not denied(srv / "app") and not denied(srv / "app" / "data")
+    assert denied(srv) and denied(srv / "pyauthz") and denied(lab / "etc" / "pol")
+    assert denied(lab / "etc" / "pol" / "rules.yaml")  # the policy directory itself: all of it
