@@ -35,6 +35,16 @@ def _policy(lab: Path) -> Path:
     return policy
 
 
+def _policy_with_key_outside(lab: Path) -> tuple[Path, Path]:
+    """A policy whose trust.yaml names a key file in lab/keys: (that directory, the policy)."""
+    keys = lab / "keys"
+    keys.mkdir()
+    (keys / "team.pub").write_bytes(Key("ecdsa").public_pem)
+    policy = _policy(lab)
+    (policy / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: team, file: {keys}/team.pub}}\n")
+    return keys, policy
+
+
 # ------------------------------------------------------------------ open_verified itself
 
 def test_every_component_is_checked_where_it_really_is(lab):
@@ -339,11 +349,7 @@ def test_a_key_rewritten_outside_the_policy_changes_the_revision_in_force(lab):
     in force (serve, reload, lint alike) now covers every file trust.yaml names."""
     from authz.policytools.lint import lint
 
-    keys = lab / "keys"
-    keys.mkdir()
-    (keys / "team.pub").write_bytes(Key("ecdsa").public_pem)
-    policy = _policy(lab)
-    (policy / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: team, file: {keys}/team.pub}}\n")
+    keys, policy = _policy_with_key_outside(lab)
     first = load_bundle(policy, None, settle=0).policy.revision
     assert lint(policy).revision == first
     (keys / "team.pub").write_bytes(Key("ecdsa").public_pem)
@@ -460,11 +466,7 @@ def test_the_revision_does_not_depend_on_where_the_policy_is(lab):
 def test_explain_and_policy_test_name_the_revision_serve_names(lab):
     from authz.plugin import served_revision
 
-    keys = lab / "keys"
-    keys.mkdir()
-    (keys / "team.pub").write_bytes(Key("ecdsa").public_pem)
-    policy = _policy(lab)
-    (policy / "trust.yaml").write_text(f"version: 1\nkeys:\n  - {{name: team, file: {keys}/team.pub}}\n")
+    keys, policy = _policy_with_key_outside(lab)
     served = load_bundle(policy, None, settle=0).policy.revision
     assert served_revision(Policy.load(policy)) == served != Policy.load(policy).revision
 
