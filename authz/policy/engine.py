@@ -32,7 +32,7 @@ from authz.decoding.facts import Fact
 from authz.identity import Identity, Subject, parse_subject
 from authz.policy.matchers import image_match, subject_match, value_match
 from authz.policy.rules import PolicyException, PolicyError, Rule, RuleSet, load_rules
-from authz.ownership import NotTrusted, TooLarge, read_verified
+from authz.ownership import MAX_POLICY_FILE_BYTES, NotTrusted, TooLarge, read_verified
 
 MODEL_FILE = "model.conf"
 RULES_FILE = "rules.yaml"
@@ -82,6 +82,7 @@ class Evaluation:
 
 # A policy directory holds a handful of files; more only makes every load slow.
 MAX_REVISION_ENTRIES = 10_000
+MAX_REVISION_BYTES = 64 * 1024 * 1024  # all of them together (real ones: a few hundred KB)
 
 
 def policy_revision(directory: Path) -> str:
@@ -97,12 +98,18 @@ def policy_revision(directory: Path) -> str:
         rel = path.relative_to(directory).as_posix()
         if not (rel.startswith(".") or "/." in rel) and path.is_file():
             files.append((rel, path))
+    left = MAX_REVISION_BYTES
     for rel, path in sorted(files, key=lambda item: item[1]):  # Path order, as ever
         digest.update(rel.encode() + b"\0")
         try:
-            digest.update(read_verified(str(path)) + b"\0")
+            data = read_verified(str(path), min(left, MAX_POLICY_FILE_BYTES))
         except NotTrusted as exc:
             raise NotTrusted(f"{path}: {exc}") from None
+        except TooLarge:
+            raise TooLarge(f"{directory}: its files hold more than {MAX_REVISION_BYTES} bytes "
+                           f"together, or {path} more than {MAX_POLICY_FILE_BYTES}") from None
+        left -= len(data)
+        digest.update(data + b"\0")
     return digest.hexdigest()
 
 

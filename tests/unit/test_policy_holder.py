@@ -151,3 +151,46 @@ def test_reload_signals_no_pyauthz_serving_another_socket_of_the_same_name(tmp_p
     finally:
         other.kill()
         other.wait()
+
+
+def test_reload_says_when_the_reloaded_policy_has_no_image_trust(tmp_path):
+    """A reload that leaves no trust.yaml turns image trust off: `pyauthz reload` says so,
+    not only the plugin's log. The master here is a stand-in that, on SIGHUP, reports the
+    reload in the state file as pyauthz's master does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from authz.cli import main
+    from authz.reload import load_bundle, process_identity, state_path
+
+    policy = tmp_path / "p"
+    shutil.copytree(SHIPPED, policy, ignore=shutil.ignore_patterns("tests"))
+    (policy / "trust.yaml").unlink()
+    revision = load_bundle(policy, None, settle=0).policy.revision
+    socket_path = str(tmp_path / f"notrust-{os.getpid()}.sock")
+    path = state_path(socket_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    after = json.dumps({"policy_dir": str(policy), "revision": revision, "reloads": 1,
+                        "last_error": ""})
+    master = subprocess.Popen([sys.executable, "-c", (
+        "import signal, sys, time\n"
+        f"def hup(*_):\n    open({str(path)!r}, 'w').write({after!r}); sys.exit(0)\n"
+        "signal.signal(signal.SIGHUP, hup)\nprint('ready', flush=True)\ntime.sleep(30)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert master.stdout.readline().strip() == "ready"
+        path.write_text(json.dumps({"pid": master.pid, "started": process_identity(master.pid),
+                                    "socket": os.path.abspath(socket_path),
+                                    "policy_dir": str(policy), "revision": "0" * 64,
+                                    "reloads": 0}))
+        result = CliRunner().invoke(main, ["reload", "--socket", socket_path, "--timeout", "5"])
+    finally:
+        master.kill()
+        master.wait()
+        path.unlink(missing_ok=True)
+    assert result.exit_code == 0, result.output
+    assert "image trust is OFF" in result.output

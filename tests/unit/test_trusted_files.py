@@ -589,3 +589,15 @@ def test_entries_on_the_way_are_protected_from_binds_that_contain_them_only(lab)
     assert not denied(srv / "app") and not denied(srv / "app" / "data")
     assert denied(srv) and denied(srv / "pyauthz") and denied(lab / "etc" / "pol")
     assert denied(lab / "etc" / "pol" / "rules.yaml")  # the policy directory itself: all of it
+
+
+def test_the_revision_reads_a_bounded_total(lab, monkeypatch):
+    from authz.ownership import TooLarge
+    from authz.policy import engine
+
+    policy = _policy(lab)
+    monkeypatch.setattr(engine, "MAX_REVISION_BYTES", 64 * 1024)
+    for i in range(3):
+        (policy / f"extra{i}.yaml").write_bytes(b"#" * 30_000)  # each fine, together too many
+    with pytest.raises(TooLarge, match="together"):
+        engine.policy_revision(policy)
